@@ -1,0 +1,106 @@
+"""One error tree for stockq.
+
+Every error stockq raises on purpose derives from :class:`StockqError`.  Each class
+carries a stable machine ``code`` (used in HTTP error bodies and CLI messages) and the
+HTTP status the sidecar maps it to.  Messages are built by the error itself and never
+contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class StockqError(Exception):
+    """Base of every error stockq raises on purpose."""
+
+    code: str = "error"
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class ConfigError(StockqError):
+    """A setting is missing or malformed."""
+
+    code = "config_error"
+    http_status = 500
+
+
+class RedisUnavailable(StockqError):
+    """Redis is disabled or cannot be reached (Mode A: there is no other path)."""
+
+    code = "redis_unavailable"
+    http_status = 503
+
+
+class InvalidInput(StockqError):
+    """A request or command argument is malformed."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class UnknownPlugin(InvalidInput):
+    """The plugin name is not in the registry."""
+
+    code = "unknown_plugin"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(sorted(known)) if known else "none are registered"
+        super().__init__(f"unknown plugin {name!r}; known plugins: {listed}")
+        self.name = name
+        self.known = sorted(known)
+
+
+class DependencyCycle(InvalidInput):
+    """Plugin or task dependencies form a cycle."""
+
+    code = "dependency_cycle"
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("dependency cycle: " + " -> ".join(cycle))
+        self.cycle = cycle
+
+
+class NotFound(StockqError):
+    code = "not_found"
+    http_status = 404
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id!r} does not exist (or has expired)")
+        self.task_id = task_id
+
+
+class ExecutionNotFound(NotFound):
+    code = "execution_not_found"
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"execution {execution_id!r} does not exist (or has expired)")
+        self.execution_id = execution_id
+
+
+class IllegalTransition(StockqError):
+    """The task is not in a state that allows the requested change."""
+
+    code = "illegal_transition"
+    http_status = 409
+
+
+class Conflict(IllegalTransition):
+    """An id the caller chose is already taken."""
+
+    code = "conflict"
+
+
+class StaleLease(IllegalTransition):
+    """The caller's lease token no longer owns the task (a newer attempt does)."""
+
+    code = "stale_lease"

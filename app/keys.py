@@ -1,0 +1,164 @@
+"""Every Redis key stockq uses, in one module.
+
+The default prefix ``stock`` keeps the key names of the system stockq replaces, so
+producers and readers that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep
+working.  Every Lua script receives the fixed keys in ``KEYS[1..11]`` (:func:`fixed_keys`) and
+its own task/execution keys after them; keys that depend on data read inside a script
+(the id a claim pops, a task's execution, its dependents) are built by the Lua prelude
+:func:`lua_prelude` generates from the templates below, so the layout is written down
+only here.  (Because of that, stockq needs a standalone Redis or
+a single-slot deployment, not a sharded Redis Cluster.)
+
+| key | type | meaning |
+|---|---|---|
+| ``{p}:task_queue:{0,1,2}`` | list | ready task ids by priority; LPUSH in, RPOP out |
+| ``{p}:task:{id}`` | hash | the task; expires ``retention`` after it ends |
+| ``{p}:task:{id}:dependents`` | set | ids of tasks waiting for this one |
+| ``{p}:execution:{id}`` | hash | a batch of tasks with O(1) counters |
+| ``{p}:execution:{id}:tasks`` | list | the execution's task ids, in submission order |
+| ``{p}:running_tasks`` | set | ids being executed (kept for compatibility) |
+| ``{p}:leases`` | zset | task id -> lease expiry (ms) |
+| ``{p}:delayed`` | zset | task id -> next_run_at (ms): retry backoff |
+| ``{p}:doorbell`` | list | one token per enqueue; idle supervisors block on it |
+| ``{p}:dedup:{sha1}`` | string | id of the task doing that work while it is active |
+| ``{p}:index:all`` | zset | every task id -> created (ms) |
+| ``{p}:index:status:{status}`` | zset | task id -> time it entered that status (ms) |
+| ``{p}:index:plugin:{name}`` | zset | task id -> created (ms) |
+| ``{p}:index:executions`` | zset | execution id -> created (ms) |
+| ``{p}:index:plugins`` | set | plugin names that have a plugin index (for cleanup) |
+| ``{p}:stats`` | hash | counters: enqueued, completed, failed, ... |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRIORITIES = (0, 1, 2)
+DOORBELL_MAX = 1000  # tokens kept on the doorbell list when nobody listens
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "stock"
+
+    # ---- templates (the only place the layout is spelled out) ----
+    def queue(self, priority: int) -> str:
+        return f"{self.prefix}:task_queue:{priority}"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def dependents(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}:dependents"
+
+    def execution(self, execution_id: str) -> str:
+        return f"{self.prefix}:execution:{execution_id}"
+
+    def execution_tasks(self, execution_id: str) -> str:
+        return f"{self.prefix}:execution:{execution_id}:tasks"
+
+    def dedup(self, digest: str) -> str:
+        return f"{self.prefix}:dedup:{digest}"
+
+    def status_index(self, status: str) -> str:
+        return f"{self.prefix}:index:status:{status}"
+
+    def plugin_index(self, plugin: str) -> str:
+        return f"{self.prefix}:index:plugin:{plugin}"
+
+    @property
+    def queues(self) -> list[str]:
+        return [self.queue(p) for p in PRIORITIES]
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running_tasks"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
+    @property
+    def doorbell(self) -> str:
+        return f"{self.prefix}:doorbell"
+
+    @property
+    def all_index(self) -> str:
+        return f"{self.prefix}:index:all"
+
+    @property
+    def execution_index(self) -> str:
+        return f"{self.prefix}:index:executions"
+
+    @property
+    def plugin_names(self) -> str:
+        return f"{self.prefix}:index:plugins"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+
+FIXED_LUA_NAMES = (
+    "K_QUEUE0",
+    "K_QUEUE1",
+    "K_QUEUE2",
+    "K_RUNNING",
+    "K_LEASES",
+    "K_DELAYED",
+    "K_DOORBELL",
+    "K_ALL",
+    "K_EXECUTIONS",
+    "K_PLUGINS",
+    "K_STATS",
+)
+
+
+def fixed_keys(keys: Keys) -> list[str]:
+    """The keys every script receives first, in ``KEYS[1..len(FIXED_LUA_NAMES)]``."""
+    return [
+        *keys.queues,
+        keys.running,
+        keys.leases,
+        keys.delayed,
+        keys.doorbell,
+        keys.all_index,
+        keys.execution_index,
+        keys.plugin_names,
+        keys.stats,
+    ]
+
+
+def lua_prelude() -> str:
+    """Lua definitions every script starts with.
+
+    The fixed keys are bound from ``KEYS``; builders for keys named by data the script
+    reads (task ids, execution ids) mirror the templates of :class:`Keys` and use
+    ``PREFIX``, which every script receives as ``ARGV[1]``.
+    """
+    k = Keys(prefix="\x00")
+
+    def builder(name: str, template: str) -> str:
+        head, _, tail = template.partition("\x01")
+        head = head.replace("\x00", "")
+        return f"local function {name}(id) return PREFIX .. '{head}' .. id .. '{tail}' end\n"
+
+    lines = [f"local {name} = KEYS[{i}]\n" for i, name in enumerate(FIXED_LUA_NAMES, 1)]
+    lines += [
+        "local PREFIX = ARGV[1]\n",
+        f"local FIXED = {len(FIXED_LUA_NAMES)}\n",
+        "local K_QUEUES = {K_QUEUE0, K_QUEUE1, K_QUEUE2}\n",
+        builder("k_task", k.task("\x01")),
+        builder("k_dependents", k.dependents("\x01")),
+        builder("k_execution", k.execution("\x01")),
+        builder("k_execution_tasks", k.execution_tasks("\x01")),
+        builder("k_status_index", k.status_index("\x01")),
+        builder("k_plugin_index", k.plugin_index("\x01")),
+        builder("k_dedup", k.dedup("\x01")),
+        f"local DOORBELL_MAX = {DOORBELL_MAX}\n",
+    ]
+    return "".join(lines)

@@ -1,0 +1,14 @@
+-- acknowledge_cancel: the supervisor killed a running attempt whose cancel was
+-- requested; the task ends `cancelled`.
+--
+-- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- ARGV[1..3]   prefix, now_ms, now_iso
+-- ARGV[4]      task id;  ARGV[5]  lease token;  ARGV[6]  retention, seconds
+-- Returns      number of tasks ended
+
+local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
+load_owned(key, id, token)
+if not redis.call('HGET', key, 'cancel_requested') then
+    reject('illegal_transition', 'task ' .. id .. ' has no cancel request')
+end
+return finish(id, 'cancelled', 'cancelled', 'cancelled while running', tonumber(ARGV[6]))

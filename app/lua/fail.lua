@@ -1,0 +1,62 @@
+-- fail: a running attempt failed.  A retryable error with attempts left becomes
+-- `retrying`: the task waits in stock:delayed until next_run_at, computed as
+-- min(cap, base * 2^(attempt-1)) with equal jitter (half fixed, half random), or
+-- retry_after (+ up to 10% jitter) when the caller knows the wait (a rate limit).
+-- Otherwise the task ends `failed` (non-retryable errors fail at once).
+--
+-- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- ARGV[1..3]   prefix, now_ms, now_iso
+-- ARGV[4]      task id;  ARGV[5]  lease token
+-- ARGV[6]      error type (e.g. network, timeout, config_error);  ARGV[7]  message
+-- ARGV[8]      1 when retryable, 0 when not
+-- ARGV[9]      backoff base, ms;  ARGV[10]  backoff cap, ms
+-- ARGV[11]     random number in [0, 1) for the jitter (from the caller)
+-- ARGV[12]     retry_after, ms (0: use the backoff)
+-- ARGV[13]     retention, seconds;  ARGV[14]  records processed so far
+-- Returns      {'retrying', next_run_at_ms, attempt} or {'failed', 0, attempt}, or
+--              {'cancelled', 0, attempt} when a cancel had been requested
+
+local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
+load_owned(key, id, token)
+local etype, emsg, retryable = ARGV[6], ARGV[7], ARGV[8] == '1'
+local t = redis.call('HMGET', key, 'attempt', 'max_attempts', 'plugin_name', 'started_ms')
+local attempt, max_attempts = tonumber(t[1]) or 1, tonumber(t[2]) or 1
+local f = {'records_processed', ARGV[14]}
+local started = tonumber(t[4])
+if started then
+    f[#f + 1] = 'duration_ms'
+    f[#f + 1] = fmt_int(NOW - started)
+end
+redis.call('HSET', key, unpack(f))
+if etype == 'timeout' then
+    bump_stats('timeouts', t[3])
+end
+if redis.call('HGET', key, 'cancel_requested') then
+    finish(id, 'cancelled', 'cancelled', 'cancelled while running (' .. etype .. ')',
+        tonumber(ARGV[13]))
+    return {'cancelled', 0, attempt}
+end
+if retryable and attempt < max_attempts then
+    local delay
+    local retry_after = tonumber(ARGV[12]) or 0
+    local rnd = tonumber(ARGV[11]) or 0
+    if retry_after > 0 then
+        delay = retry_after + math.floor(retry_after * 0.1 * rnd)
+    else
+        local base, cap = tonumber(ARGV[9]), tonumber(ARGV[10])
+        local full = math.min(cap, base * 2 ^ (attempt - 1))
+        delay = math.floor(full / 2 + (full / 2) * rnd)
+    end
+    local at = NOW + delay
+    redis.call('HSET', key, 'status', 'retrying', 'next_run_at', fmt_int(at),
+        'last_error_type', etype, 'error_message', emsg, 'updated_at', NOW_ISO)
+    redis.call('HDEL', key, 'lease_token', 'cancel_requested')
+    redis.call('SREM', K_RUNNING, id)
+    redis.call('ZREM', K_LEASES, id)
+    redis.call('ZADD', K_DELAYED, at, id)
+    move_status(id, 'running', 'retrying')
+    bump_stats('retried', t[3])
+    return {'retrying', at, attempt}
+end
+finish(id, 'failed', etype, emsg, tonumber(ARGV[13]))
+return {'failed', 0, attempt}

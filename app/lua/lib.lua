@@ -1,0 +1,206 @@
+-- Shared helpers, inlined after the key prelude (app/keys.py) in every script.
+--
+-- Every script receives:
+--   KEYS[1..11]  the fixed keys (app/keys.py: fixed_keys), bound to K_* names
+--   ARGV[1]      key prefix (to build keys named by data read inside the script)
+--   ARGV[2]      now, epoch milliseconds (the caller's clock, so tests can step it)
+--   ARGV[3]      now as an ISO 8601 string (Lua in Redis cannot format dates)
+-- Checks come before writes: Redis does not roll back a script that errors halfway.
+
+local NOW = tonumber(ARGV[2])
+local NOW_ISO = ARGV[3]
+local TERMINAL = {completed = true, failed = true, cancelled = true}
+local ACTIVE = {pending = true, running = true, retrying = true}
+
+local function fmt_int(n)
+    return string.format('%d', n)
+end
+
+local function reject(code, message)
+    error({err = 'STOCKQ ' .. code .. ' ' .. message})
+end
+
+local function prio_of(raw)
+    local p = tonumber(raw)
+    if p == nil or p < 0 or p > 2 then
+        return 1
+    end
+    return math.floor(p)
+end
+
+-- The status index move that accompanies every status change.
+local function move_status(id, old, new)
+    if old and old ~= '' and old ~= new then
+        redis.call('ZREM', k_status_index(old), id)
+    end
+    redis.call('ZADD', k_status_index(new), NOW, id)
+end
+
+-- Make a task claimable.  front=true puts it next in line (it already waited).
+local function push_ready(id, priority, front)
+    if front then
+        redis.call('RPUSH', K_QUEUES[priority + 1], id)
+    else
+        redis.call('LPUSH', K_QUEUES[priority + 1], id)
+    end
+    redis.call('LPUSH', K_DOORBELL, '1')
+    redis.call('LTRIM', K_DOORBELL, 0, DOORBELL_MAX - 1)
+end
+
+-- Lease check shared by every transition a supervisor makes for a running task.
+local function load_owned(key, id, token)
+    local t = redis.call('HMGET', key, 'status', 'lease_token')
+    if not t[1] then
+        reject('not_found', 'task ' .. id .. ' does not exist')
+    end
+    if t[1] ~= 'running' then
+        reject('illegal_transition', 'task ' .. id .. ' is ' .. t[1] .. ', not running')
+    end
+    if t[2] ~= token then
+        reject('stale_lease', 'task ' .. id .. ' is owned by a newer attempt')
+    end
+end
+
+local SPEC_FIELDS = {
+    'plugin_name', 'task_type', 'trade_dates', 'start_date', 'end_date', 'params',
+    'priority', 'timeout_seconds', 'max_attempts', 'user_id', 'username', 'data_source',
+    'ts_code', 'trigger', 'retry_of', 'dedup_key', 'depends_on',
+}
+
+-- Write a new pending task hash and its indexes (not its queue entry).
+-- spec: table of strings (SPEC_FIELDS plus task_id).
+local function create_task(spec, execution_id)
+    local id = spec['task_id']
+    local h = {
+        'task_id', id, 'schema', '1', 'status', 'pending', 'progress', '0',
+        'records_processed', '0', 'error_message', '', 'created_at', NOW_ISO,
+        'updated_at', NOW_ISO, 'started_at', '', 'completed_at', '', 'attempt', '0',
+        'next_run_at', '', 'last_error_type', '', 'deadline_at', '',
+        'execution_id', execution_id or '', 'user_id', '', 'username', '',
+    }
+    for _, f in ipairs(SPEC_FIELDS) do
+        local v = spec[f]
+        if v ~= nil and v ~= '' and v ~= cjson.null then
+            h[#h + 1] = f
+            h[#h + 1] = tostring(v)
+        end
+    end
+    local key = k_task(id)
+    redis.call('HSET', key, unpack(h))
+    local plugin = spec['plugin_name']
+    redis.call('ZADD', K_ALL, NOW, id)
+    redis.call('ZADD', k_plugin_index(plugin), NOW, id)
+    redis.call('SADD', K_PLUGINS, plugin)
+    redis.call('ZADD', k_status_index('pending'), NOW, id)
+    redis.call('HINCRBY', K_STATS, 'enqueued', 1)
+    if spec['dedup_key'] and spec['dedup_key'] ~= '' then
+        redis.call('SET', k_dedup(spec['dedup_key']), id, 'NX')
+    end
+    return key
+end
+
+-- Make `id` wait for `deps` (ids of tasks created in the same call or already active).
+local function add_dependencies(id, deps)
+    local waiting = 0
+    for _, dep in ipairs(deps) do
+        redis.call('SADD', k_dependents(dep), id)
+        waiting = waiting + 1
+    end
+    if waiting > 0 then
+        redis.call('HSET', k_task(id), 'waiting', waiting)
+    end
+    return waiting
+end
+
+local function bump_stats(field, plugin)
+    redis.call('HINCRBY', K_STATS, field, 1)
+    if plugin then
+        redis.call('HINCRBY', K_STATS, field .. ':' .. plugin, 1)
+    end
+end
+
+-- Execution counters: O(1) per task end; ends the execution when all tasks ended.
+local function count_in_execution(execution_id, status, retention)
+    if not execution_id or execution_id == '' then
+        return
+    end
+    local ek = k_execution(execution_id)
+    if redis.call('EXISTS', ek) == 0 then
+        return
+    end
+    redis.call('HINCRBY', ek, status .. '_plugins', 1)
+    local e = redis.call('HMGET', ek, 'total_plugins', 'completed_plugins', 'failed_plugins',
+        'cancelled_plugins', 'status')
+    local total, done_ok = tonumber(e[1]) or 0, tonumber(e[2]) or 0
+    local failed, cancelled = tonumber(e[3]) or 0, tonumber(e[4]) or 0
+    if done_ok + failed + cancelled >= total and not TERMINAL[e[5]] then
+        local final = 'completed'
+        if failed > 0 then
+            final = 'failed'
+        elseif cancelled > 0 then
+            final = 'cancelled'
+        end
+        redis.call('HSET', ek, 'status', final, 'completed_at', NOW_ISO, 'updated_at', NOW_ISO)
+        redis.call('EXPIRE', ek, retention)
+        redis.call('EXPIRE', k_execution_tasks(execution_id), retention)
+        redis.call('ZADD', K_EXECUTIONS, NOW, execution_id)
+    end
+end
+
+-- End a task for good.  The caller has validated the transition.  Dependents of a
+-- completed task are released; dependents of a task that did not complete end
+-- `cancelled` with last_error_type=upstream_failed (transitively).
+local function finish(id, status, error_type, error_message, retention)
+    local stack = {{id, status, error_type, error_message}}
+    local ended = 0
+    while #stack > 0 do
+        local item = table.remove(stack)
+        local tid, st = item[1], item[2]
+        local key = k_task(tid)
+        local t = redis.call('HMGET', key, 'status', 'execution_id', 'dedup_key', 'plugin_name')
+        if t[1] and not TERMINAL[t[1]] then
+            local f = {'status', st, 'completed_at', NOW_ISO, 'updated_at', NOW_ISO}
+            if item[3] then
+                f[#f + 1] = 'last_error_type'
+                f[#f + 1] = item[3]
+                f[#f + 1] = 'error_message'
+                f[#f + 1] = item[4] or ''
+            end
+            redis.call('HSET', key, unpack(f))
+            redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting')
+            redis.call('SREM', K_RUNNING, tid)
+            redis.call('ZREM', K_LEASES, tid)
+            redis.call('ZREM', K_DELAYED, tid)
+            move_status(tid, t[1], st)
+            if t[3] and t[3] ~= '' then
+                local dk = k_dedup(t[3])
+                if redis.call('GET', dk) == tid then
+                    redis.call('DEL', dk)
+                end
+            end
+            redis.call('EXPIRE', key, retention)
+            bump_stats(st, t[4])
+            count_in_execution(t[2], st, retention)
+            ended = ended + 1
+            local dkey = k_dependents(tid)
+            local deps = redis.call('SMEMBERS', dkey)
+            redis.call('DEL', dkey)
+            for _, dep in ipairs(deps) do
+                local dk2 = k_task(dep)
+                local d = redis.call('HMGET', dk2, 'status', 'priority')
+                if d[1] == 'pending' then
+                    if st == 'completed' then
+                        if redis.call('HINCRBY', dk2, 'waiting', -1) <= 0 then
+                            redis.call('HDEL', dk2, 'waiting')
+                            push_ready(dep, prio_of(d[2]), false)
+                        end
+                    else
+                        stack[#stack + 1] = {dep, 'cancelled', 'upstream_failed',
+                            'upstream task ' .. tid .. ' ended ' .. st}
+                    end
+                end
+            end
+        end
+    end
+    return ended
+end

@@ -1,0 +1,209 @@
+"""Reads: tasks by id, paged lists from the indexes (never SCAN), queue stats.
+
+Pages are newest first.  A cursor is ``"<score>:<id>"`` of the last item returned; ids
+whose hash has expired are dropped from the index as they are met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import ExecutionNotFound, InvalidInput
+from app.keys import PRIORITIES
+from app.models import Execution, Task, TaskStatus
+from app.queue import TaskQueue
+from app.redis_client import redis_errors
+
+MAX_PAGE = 500
+_SCAN_BUDGET = 20  # batches read for one filtered page before returning a cursor
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class QueueStats:
+    ready: dict[int, int]
+    delayed: int
+    running: int
+    leased: int
+    by_status: dict[str, int]
+    executions: int
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ready": {str(p): n for p, n in self.ready.items()},
+            "ready_total": sum(self.ready.values()),
+            "delayed": self.delayed,
+            "running": self.running,
+            "leased": self.leased,
+            "by_status": self.by_status,
+            "executions": self.executions,
+            "counters": self.counters,
+        }
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    score, sep, member = cursor.partition(":")
+    try:
+        return float(score), member
+    except ValueError:
+        raise InvalidInput(f"cursor {cursor!r} is malformed") from None
+
+
+async def get_many(queue: TaskQueue, task_ids: list[str]) -> list[Task | None]:
+    with redis_errors(queue.settings):
+        async with queue.client.pipeline(transaction=False) as pipe:
+            for tid in task_ids:
+                pipe.hgetall(queue.keys.task(tid))
+            raw = await pipe.execute()
+    return [Task.from_hash(h) if h else None for h in raw]
+
+
+async def list_tasks(
+    queue: TaskQueue,
+    *,
+    status: str | None = None,
+    plugin: str | None = None,
+    execution_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """A page of tasks filtered by status, plugin and/or execution."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    if status is not None:
+        try:
+            TaskStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in TaskStatus)
+            raise InvalidInput(f"status {status!r} must be one of {names}") from None
+    if execution_id:
+        return await _list_execution(queue, execution_id, status, plugin, limit, cursor)
+    keys = queue.keys
+    if status:
+        index = keys.status_index(status)
+    elif plugin:
+        index = keys.plugin_index(plugin)
+    else:
+        index = keys.all_index
+
+    def keep(t: Task) -> bool:
+        return (not plugin or t.plugin_name == plugin) and (not status or t.status == status)
+
+    return await _page_index(queue, index, limit, _parse_cursor(cursor), keep)
+
+
+async def _page_index(queue: TaskQueue, index: str, limit: int,
+                      after: tuple[float, str] | None, keep: Any) -> Page:
+    items: list[Task] = []
+    max_score = "+inf" if after is None else repr(after[0])
+    offset = 0
+    batch = max(limit * 2, 50)
+    last = after
+    with redis_errors(queue.settings):
+        for _ in range(_SCAN_BUDGET):
+            rows = await queue.client.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=batch, withscores=True
+            )
+            exhausted = len(rows) < batch
+            offset += len(rows)
+            if after is not None:
+                rows = [r for r in rows if not (r[1] == after[0] and r[0] >= after[1])]
+            tasks = await get_many(queue, [r[0] for r in rows])
+            dead = [r[0] for r, t in zip(rows, tasks, strict=True) if t is None]
+            if dead:  # expired hashes: drop them from the index as we pass
+                await queue.client.zrem(index, *dead)
+                offset -= len(dead)
+            for (member, score), task in zip(rows, tasks, strict=True):
+                last = (score, member)
+                if task is not None and keep(task):
+                    items.append(task)
+                    if len(items) == limit:
+                        return Page(items, f"{score!r}:{member}")
+            if exhausted:
+                return Page(items, None)
+    return Page(items, f"{last[0]!r}:{last[1]}" if last else None)
+
+
+async def _list_execution(queue: TaskQueue, execution_id: str, status: str | None,
+                          plugin: str | None, limit: int, cursor: str | None) -> Page:
+    try:
+        start = int(cursor) if cursor else 0
+    except ValueError:
+        raise InvalidInput(f"cursor {cursor!r} is malformed") from None
+    key = queue.keys.execution_tasks(execution_id)
+    items: list[Task] = []
+    with redis_errors(queue.settings):
+        if not await queue.client.exists(queue.keys.execution(execution_id)):
+            raise ExecutionNotFound(execution_id)
+        pos = start
+        for _ in range(_SCAN_BUDGET):
+            ids = await queue.client.lrange(key, pos, pos + max(limit * 2, 50) - 1)  # type: ignore[misc]
+            if not ids:
+                return Page(items, None)
+            for tid, task in zip(ids, await get_many(queue, ids), strict=True):
+                pos += 1
+                if task is None:
+                    continue
+                if (status and task.status != status) or (plugin and task.plugin_name != plugin):
+                    continue
+                items.append(task)
+                if len(items) == limit:
+                    return Page(items, str(pos))
+    return Page(items, str(pos))
+
+
+async def get_execution(queue: TaskQueue, execution_id: str) -> Execution:
+    with redis_errors(queue.settings):
+        raw = await queue.client.hgetall(queue.keys.execution(execution_id))  # type: ignore[misc]
+    if not raw:
+        raise ExecutionNotFound(execution_id)
+    return Execution.from_hash(raw)
+
+
+async def execution_task_ids(queue: TaskQueue, execution: Execution) -> list[str]:
+    """All task ids of an execution (the original format kept them as JSON)."""
+    if execution.legacy_task_ids and not execution.schema:
+        return [str(x) for x in execution.legacy_task_ids]
+    with redis_errors(queue.settings):
+        ids = await queue.client.lrange(  # type: ignore[misc]
+            queue.keys.execution_tasks(execution.execution_id), 0, -1
+        )
+    return [str(x) for x in ids]
+
+
+async def queue_stats(queue: TaskQueue) -> QueueStats:
+    """Depths and counts in one pipelined round trip: O(1) whatever the backlog."""
+    k = queue.keys
+    statuses = [s.value for s in TaskStatus]
+    with redis_errors(queue.settings):
+        async with queue.client.pipeline(transaction=False) as pipe:
+            for p in PRIORITIES:
+                pipe.llen(k.queue(p))
+            pipe.zcard(k.delayed)
+            pipe.scard(k.running)
+            pipe.zcard(k.leases)
+            for s in statuses:
+                pipe.zcard(k.status_index(s))
+            pipe.zcard(k.execution_index)
+            pipe.hgetall(k.stats)
+            res = await pipe.execute()
+    n = len(PRIORITIES)
+    counters = {str(key): int(v) for key, v in (res[-1] or {}).items()}
+    return QueueStats(
+        ready={p: int(res[i]) for i, p in enumerate(PRIORITIES)},
+        delayed=int(res[n]),
+        running=int(res[n + 1]),
+        leased=int(res[n + 2]),
+        by_status={s: int(res[n + 3 + i]) for i, s in enumerate(statuses)},
+        executions=int(res[-2]),
+        counters=counters,
+    )

@@ -1,0 +1,227 @@
+"""The typed task API: every state change is one Lua script, one round trip.
+
+:class:`TaskQueue` takes a clock (``clock() -> epoch seconds``) and a random source, so
+tests step time and pin the jitter instead of sleeping.  Reads (get, list, stats) live
+in :mod:`app.queries`; batches in :mod:`app.executions`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from app.errors import TaskNotFound
+from app.failures import bound_message, is_retryable
+from app.keys import Keys, fixed_keys
+from app.models import Task, TaskSpec, TaskStatus
+from app.redis_client import redis_errors
+from app.scripts import Scripts
+from app.settings import Settings
+
+Clock = Callable[[], float]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class FailOutcome:
+    status: TaskStatus
+    attempt: int
+    next_run_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenewOutcome:
+    lost: list[str]
+    cancel_requested: list[str]
+
+
+class TaskQueue:
+    """Transitions of the task state machine (DESIGN §3) over one Redis client."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        *,
+        clock: Clock = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.clock = clock
+        self._rng = rng
+        self._fixed = fixed_keys(self.keys)
+        self._scripts = Scripts(client, settings)
+
+    # ------------------------------------------------------------ plumbing
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Call transition ``name`` with the fixed keys, the prefix and the clock."""
+        now = self.clock()
+        iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        return await self._scripts.call(
+            name, self._fixed + keys, [self.keys.prefix, int(now * 1000), iso, *args]
+        )
+
+    @property
+    def _retention(self) -> int:
+        return max(1, int(self.settings.retention_seconds))
+
+    # ------------------------------------------------------------ producers
+    async def enqueue(self, spec: TaskSpec, *, task_id: str | None = None) -> tuple[str, bool]:
+        """Queue ``spec``.  Returns ``(task_id, created)``; ``created`` is False when
+        identical work was already pending/running/retrying and its id is returned."""
+        tid = task_id or new_id()
+        fields = spec.to_fields(tid)
+        created, found = await self.run(
+            "enqueue", [self.keys.dedup(fields["dedup_key"])], [json.dumps(fields)]
+        )
+        return str(found), bool(created)
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:
+        """Cancel: ``'cancelled'`` at once for pending/retrying tasks,
+        ``'cancel_requested'`` for a running one (its supervisor ends it)."""
+        return str(
+            await self.run(
+                "cancel", [self.keys.task(task_id)], [task_id, bound_message(reason),
+                                                     self._retention]
+            )
+        )
+
+    async def retry(self, task_id: str, *, trigger: str = "retry") -> str:
+        """Manual retry: a new task (new id, ``retry_of`` link) for a failed/cancelled one."""
+        return (await self.retry_many([task_id], trigger=trigger))[0]
+
+    async def retry_many(self, task_ids: list[str], *, trigger: str = "retry") -> list[str]:
+        """Retry several ended tasks in one step, keeping dependencies among them."""
+        args: list[Any] = [trigger]
+        for old in task_ids:
+            args += [old, new_id()]
+        return [str(x) for x in await self.run("retry", [], args)]
+
+    async def delete(self, task_id: str) -> None:
+        await self.run("delete", [self.keys.task(task_id)], [task_id])
+
+    # ------------------------------------------------------------ supervisors
+    async def claim(
+        self, worker_id: str, token: str | None = None, *, promote_limit: int = 100
+    ) -> Task | None:
+        """Pop the next ready task (priority 0 first) and lease it to ``worker_id``."""
+        raw = await self.run(
+            "claim",
+            [],
+            [worker_id, token or new_id(), int(self.settings.lease_seconds * 1000),
+             promote_limit],
+        )
+        if not raw:
+            return None
+        return Task.from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
+
+    async def progress(
+        self, task: Task, percent: float, records: int = 0, message: str = ""
+    ) -> bool:
+        """Record progress; returns True when a cancel was requested."""
+        pct = min(100.0, max(0.0, float(percent)))
+        flag = await self.run(
+            "progress",
+            [self.keys.task(task.task_id)],
+            [task.task_id, task.lease_token, f"{pct:.2f}", int(records), message[:500]],
+        )
+        return bool(flag)
+
+    async def complete(self, task: Task, records: int = 0, result: Mapping[str, Any] | None = None
+                       ) -> None:
+        summary = json.dumps(result, ensure_ascii=False, default=str)[:4000] if result else ""
+        await self.run(
+            "complete",
+            [self.keys.task(task.task_id)],
+            [task.task_id, task.lease_token, int(records), summary, self._retention],
+        )
+
+    async def fail(
+        self,
+        task: Task,
+        error_type: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        retry_after_seconds: float | None = None,
+        records: int = 0,
+    ) -> FailOutcome:
+        """A failed attempt: retry later (backoff) or fail for good."""
+        retry = is_retryable(error_type) if retryable is None else retryable
+        status, at, attempt = await self.run(
+            "fail",
+            [self.keys.task(task.task_id)],
+            [
+                task.task_id,
+                task.lease_token,
+                error_type,
+                bound_message(message),
+                "1" if retry else "0",
+                int(self.settings.retry_base_seconds * 1000),
+                int(self.settings.retry_max_seconds * 1000),
+                repr(self._rng()),
+                int((retry_after_seconds or 0) * 1000),
+                self._retention,
+                int(records),
+            ],
+        )
+        return FailOutcome(TaskStatus(status), int(attempt), int(at) or None)
+
+    async def acknowledge_cancel(self, task: Task) -> None:
+        await self.run(
+            "acknowledge_cancel",
+            [self.keys.task(task.task_id)],
+            [task.task_id, task.lease_token, self._retention],
+        )
+
+    async def requeue(self, task: Task, reason: str = "requeued at shutdown") -> None:
+        """Give a running task back without consuming an attempt."""
+        await self.run(
+            "requeue", [self.keys.task(task.task_id)], [task.task_id, task.lease_token, reason]
+        )
+
+    async def renew(self, leases: Mapping[str, str]) -> RenewOutcome:
+        """Extend leases (task id -> lease token) in one call."""
+        if not leases:
+            return RenewOutcome([], [])
+        args: list[Any] = [int(self.settings.lease_seconds * 1000)]
+        for tid, token in leases.items():
+            args += [tid, token]
+        lost, cancels = await self.run("renew", [], args)
+        return RenewOutcome([str(x) for x in lost], [str(x) for x in cancels])
+
+    # ------------------------------------------------------------ maintenance
+    async def reap(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Requeue (or fail) tasks whose lease expired: [(task_id, outcome), ...]."""
+        flat = await self.run("reap", [], [limit, self._retention])
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def cleanup(self, limit: int = 1000) -> tuple[int, int]:
+        """Retention: delete ended tasks older than the retention window."""
+        cutoff = self.now_ms() - int(self.settings.retention_seconds * 1000)
+        tasks, execs = await self.run("cleanup", [], [cutoff, limit])
+        return int(tasks), int(execs)
+
+    # ------------------------------------------------------------ reads
+    async def get(self, task_id: str) -> Task:
+        with redis_errors(self.settings):
+            raw = await self.client.hgetall(self.keys.task(task_id))  # type: ignore[misc]
+        if not raw:
+            raise TaskNotFound(task_id)
+        return Task.from_hash(raw)

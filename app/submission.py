@@ -1,0 +1,43 @@
+"""Turning a request (CLI or HTTP) into a validated TaskSpec, plugin defaults applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import Limits, TaskSpec
+from app.settings import Settings
+from plugins_bridge.registry import PluginRegistry
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        default_timeout_seconds=settings.default_timeout_seconds,
+        max_timeout_seconds=settings.max_timeout_seconds,
+        default_max_attempts=settings.default_max_attempts,
+        max_attempts_limit=settings.max_attempts_limit,
+        max_trade_dates=settings.max_trade_dates,
+    )
+
+
+def build_spec(
+    registry: PluginRegistry,
+    settings: Settings,
+    plugin_name: object,
+    **fields: Any,
+) -> TaskSpec:
+    """Validate a submission.  Unknown plugins raise UnknownPlugin (naming the known
+    ones); a timeout or attempt count not given comes from the plugin, then settings."""
+    spec = TaskSpec.build(plugin_name, limits=limits_from(settings), **fields)
+    plugin = registry.get(spec.plugin_name)
+    if fields.get("timeout_seconds") is None or fields.get("max_attempts") is None:
+        defaults: dict[str, Any] = {}
+        if fields.get("timeout_seconds") is None:
+            defaults["timeout_seconds"] = getattr(plugin, "default_timeout_seconds", None)
+        if fields.get("max_attempts") is None:
+            defaults["max_attempts"] = getattr(plugin, "default_max_attempts", None)
+        defaults = {k: v for k, v in defaults.items() if v is not None}
+        if defaults:
+            spec = TaskSpec.build(
+                plugin_name, limits=limits_from(settings), **{**fields, **defaults}
+            )
+    return spec

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a fresh Debian-like machine: Debian's redis-server when it
+# is missing (as root), a virtualenv in .venv, and stockq with its dependencies.
+# Sourced by ops/run.sh and ops/test.sh; safe to run again (it skips what is done).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${STOCKQ_VENV:-$root/.venv}
+python=${PYTHON:-python3}
+extras=${STOCKQ_EXTRAS:-}
+
+apt_install() {
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "stockq bootstrap: please install $* (Debian: apt-get install $*)" >&2
+        return 1
+    fi
+    echo "stockq bootstrap: installing $* from Debian packages" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        apt_install python3-venv
+        "$python" -m venv "$venv"
+    fi
+fi
+stamp="$venv/.stockq-installed${extras:+-$extras}"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+    echo "stockq bootstrap: installing Python dependencies into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
+        | grep -v '^WARNING: Location' >&2 || true
+    spec="$root"
+    [ -n "$extras" ] && spec="$root[$extras]"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 \
+        | grep -v '^WARNING: Location' >&2 || true
+    "$venv/bin/python" -c "import app, redis, structlog" || {
+        echo "stockq bootstrap: the Python install failed" >&2; exit 1; }
+    touch "$stamp"
+fi

@@ -1,0 +1,48 @@
+"""The plugin contract.
+
+A plugin is any object with a ``name`` and ``run(**params) -> dict`` whose result has
+the shape of the original ``BasePlugin.run``::
+
+    {"status": "success" | "failed" | ..., "steps": {"load": {"total_records": N}},
+     "error": "..."}
+
+It may declare defaults the queue uses when a submission does not say otherwise
+(timeout, attempts), a rate limit, dependencies and a schedule.  Subclassing
+:class:`Plugin` is convenient but not required.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class PluginLike(Protocol):
+    name: str
+
+    def run(self, **params: Any) -> dict[str, Any]: ...
+
+
+class Plugin:
+    """Convenience base class with every optional declaration."""
+
+    name: str = ""
+    description: str = ""
+    default_timeout_seconds: int | None = None
+    default_max_attempts: int | None = None
+    rate_limit_per_minute: int | None = None
+    dependencies: tuple[str, ...] = ()
+    optional_dependencies: tuple[str, ...] = ()
+    schedule: str | None = None
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        raise NotImplementedError(f"plugin {self.name!r} does not implement run()")
+
+
+def success(records: int = 0, **extra: Any) -> dict[str, Any]:
+    """A result in the original shape for ``records`` loaded."""
+    return {"status": "success", "steps": {"load": {"total_records": records}}, **extra}
+
+
+def failure(error: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "failed", "error": error, **extra}

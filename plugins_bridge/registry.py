@@ -1,0 +1,107 @@
+"""Plugin discovery: built-ins, the ``stockq.plugins`` entry point group, and
+``STOCKQ_PLUGINS`` (a comma-separated list of ``module:attr``, where attr is a plugin
+instance, a plugin class, or a list of them).  Later sources override earlier ones
+with the same name, so a deployment can replace a built-in."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from app.errors import ConfigError, UnknownPlugin
+from plugins_bridge.contract import PluginLike
+
+ENTRY_POINT_GROUP = "stockq.plugins"
+
+
+def _instances(obj: Any, origin: str) -> list[PluginLike]:
+    if isinstance(obj, list | tuple):
+        out: list[PluginLike] = []
+        for item in obj:
+            out += _instances(item, origin)
+        return out
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ConfigError(f"plugin class from {origin} cannot be created: {exc}") from None
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name or not callable(getattr(obj, "run", None)):
+        raise ConfigError(f"{origin} is not a plugin: it needs a non-empty `name` and `run()`")
+    return [obj]
+
+
+def load_spec(spec: str) -> list[PluginLike]:
+    """Import ``module:attr`` and return the plugins it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"STOCKQ_PLUGINS entry {spec!r} must look like module:attr")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"STOCKQ_PLUGINS entry {spec!r}: cannot import {module_name}: {exc}") \
+            from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"STOCKQ_PLUGINS entry {spec!r}: {module_name} has no {attr!r}") \
+            from None
+    return _instances(obj, spec)
+
+
+def builtin_plugins() -> list[PluginLike]:
+    """Plugins that ship with stockq (the TuShare built-ins come with plugins_bridge)."""
+    return []
+
+
+class PluginRegistry:
+    def __init__(self, plugins: Iterable[PluginLike] = ()) -> None:
+        self._plugins: dict[str, PluginLike] = {}
+        for p in plugins:
+            self._plugins[p.name] = p
+
+    @classmethod
+    def load(cls, specs: Iterable[str] = (), *, use_entry_points: bool = True) -> PluginRegistry:
+        found: list[PluginLike] = list(builtin_plugins())
+        if use_entry_points:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    found += _instances(ep.load(), f"entry point {ep.name}")
+                except ConfigError:
+                    raise
+                except Exception as exc:
+                    raise ConfigError(f"entry point {ep.name} ({ep.value}) failed: {exc}") \
+                        from None
+        for spec in specs:
+            found += load_spec(spec)
+        return cls(found)
+
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def get(self, name: str) -> PluginLike:
+        try:
+            return self._plugins[name]
+        except KeyError:
+            raise UnknownPlugin(name, self.names()) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def as_mapping(self) -> Mapping[str, PluginLike]:
+        return dict(self._plugins)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        p = self.get(name)
+        return {
+            "name": p.name,
+            "description": getattr(p, "description", ""),
+            "default_timeout_seconds": getattr(p, "default_timeout_seconds", None),
+            "default_max_attempts": getattr(p, "default_max_attempts", None),
+            "rate_limit_per_minute": getattr(p, "rate_limit_per_minute", None),
+            "dependencies": list(getattr(p, "dependencies", ())),
+            "optional_dependencies": list(getattr(p, "optional_dependencies", ())),
+            "schedule": getattr(p, "schedule", None),
+        }
