@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.errors import DependencyCycle, IllegalTransition, InvalidInput
+from app.logs import get_logger
 from app.models import TaskSpec, TaskStatus
 from app.queries import execution_task_ids, get_execution, get_many
 from app.queue import TaskQueue, new_id
+
+log = get_logger("stockq.executions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,8 @@ async def create_execution(
         [queue.keys.execution(eid), queue.keys.execution_tasks(eid)],
         [json.dumps(meta, ensure_ascii=False), json.dumps(specs, ensure_ascii=False)],
     )
+    log.info("execution.created", execution_id=eid, tasks=len(ids), plugins=plugins[:20],
+             trigger=trigger_type)
     return eid, ids
 
 
@@ -133,4 +138,5 @@ async def cancel_execution(queue: TaskQueue, execution_id: str) -> dict[str, int
         counts[outcome] += 1
     if counts["cancelled"] == counts["cancel_requested"] == 0:
         raise IllegalTransition(f"execution {execution_id} has no active task to cancel")
+    log.info("execution.cancelled", execution_id=execution_id, **counts)
     return counts

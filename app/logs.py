@@ -60,4 +60,4 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
 
 def get_logger(name: str) -> Any:
     """A bound structlog logger tagged with the module ``name``."""
-    return structlog.get_logger(logger=name)
+    return structlog.get_logger().bind(logger=name)

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from app.errors import InvalidInput
@@ -20,7 +20,7 @@ from app.errors import InvalidInput
 SCHEMA_VERSION = 1
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -37,7 +37,7 @@ TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStat
 ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING})
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -45,7 +45,7 @@ class ExecutionStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
-class TaskType(str, Enum):
+class TaskType(StrEnum):
     INCREMENTAL = "incremental"
     FULL = "full"
     BACKFILL = "backfill"
@@ -128,7 +128,7 @@ class TaskSpec:
     trigger: str = "manual"
 
     @classmethod
-    def build(  # noqa: C901 - one check per field reads best flat
+    def build(
         cls,
         plugin_name: object,
         *,
@@ -149,7 +149,7 @@ class TaskSpec:
         if not isinstance(plugin_name, str) or not plugin_name.strip():
             raise InvalidInput("plugin_name must be a non-empty string")
         try:
-            ttype = TaskType(task_type)
+            ttype = TaskType(str(task_type))
         except ValueError:
             raise InvalidInput(
                 f"task_type {task_type!r} must be one of incremental, full, backfill"
@@ -251,8 +251,10 @@ def _int(raw: str | None, default: int = 0) -> int:
 
 
 def _float(raw: str | None, default: float = 0.0) -> float:
+    if not raw:
+        return default
     try:
-        return float(raw) if raw not in (None, "") else default  # type: ignore[arg-type]
+        return float(raw)
     except ValueError:
         return default
 

@@ -149,7 +149,7 @@ async def _list_execution(queue: TaskQueue, execution_id: str, status: str | Non
             ids = await queue.client.lrange(key, pos, pos + max(limit * 2, 50) - 1)  # type: ignore[misc]
             if not ids:
                 return Page(items, None)
-            for tid, task in zip(ids, await get_many(queue, ids), strict=True):
+            for task in await get_many(queue, ids):
                 pos += 1
                 if task is None:
                     continue

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from app.errors import TaskNotFound
 from app.failures import bound_message, is_retryable
 from app.keys import Keys, fixed_keys
+from app.logs import get_logger
 from app.models import Task, TaskSpec, TaskStatus
 from app.redis_client import redis_errors
 from app.scripts import Scripts
@@ -64,6 +65,7 @@ class TaskQueue:
         self._rng = rng
         self._fixed = fixed_keys(self.keys)
         self._scripts = Scripts(client, settings)
+        self.log = get_logger("stockq.queue")
 
     # ------------------------------------------------------------ plumbing
     def now_ms(self) -> int:
@@ -90,17 +92,25 @@ class TaskQueue:
         created, found = await self.run(
             "enqueue", [self.keys.dedup(fields["dedup_key"])], [json.dumps(fields)]
         )
+        self.log.info(
+            "task.enqueued" if created else "task.deduplicated",
+            task_id=found, plugin=spec.plugin_name, task_type=spec.task_type.value,
+            priority=int(spec.priority), trigger=spec.trigger,
+        )
         return str(found), bool(created)
 
     async def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:
         """Cancel: ``'cancelled'`` at once for pending/retrying tasks,
         ``'cancel_requested'`` for a running one (its supervisor ends it)."""
-        return str(
+        outcome = str(
             await self.run(
                 "cancel", [self.keys.task(task_id)], [task_id, bound_message(reason),
                                                      self._retention]
             )
         )
+        self.log.info("task.cancelled" if outcome == "cancelled" else "task.cancel_requested",
+                      task_id=task_id, reason=reason)
+        return outcome
 
     async def retry(self, task_id: str, *, trigger: str = "retry") -> str:
         """Manual retry: a new task (new id, ``retry_of`` link) for a failed/cancelled one."""
@@ -111,10 +121,14 @@ class TaskQueue:
         args: list[Any] = [trigger]
         for old in task_ids:
             args += [old, new_id()]
-        return [str(x) for x in await self.run("retry", [], args)]
+        new_ids = [str(x) for x in await self.run("retry", [], args)]
+        for old, new in zip(task_ids, new_ids, strict=True):
+            self.log.info("task.retry_requested", task_id=new, retry_of=old, trigger=trigger)
+        return new_ids
 
     async def delete(self, task_id: str) -> None:
         await self.run("delete", [self.keys.task(task_id)], [task_id])
+        self.log.info("task.deleted", task_id=task_id)
 
     # ------------------------------------------------------------ supervisors
     async def claim(
@@ -210,12 +224,17 @@ class TaskQueue:
     async def reap(self, limit: int = 100) -> list[tuple[str, str]]:
         """Requeue (or fail) tasks whose lease expired: [(task_id, outcome), ...]."""
         flat = await self.run("reap", [], [limit, self._retention])
-        return list(zip(flat[::2], flat[1::2], strict=True))
+        reaped = list(zip(flat[::2], flat[1::2], strict=True))
+        for task_id, outcome in reaped:
+            self.log.warning("task.worker_lost", task_id=task_id, outcome=outcome)
+        return reaped
 
     async def cleanup(self, limit: int = 1000) -> tuple[int, int]:
         """Retention: delete ended tasks older than the retention window."""
         cutoff = self.now_ms() - int(self.settings.retention_seconds * 1000)
         tasks, execs = await self.run("cleanup", [], [cutoff, limit])
+        if tasks or execs:
+            self.log.info("retention.cleaned", tasks=int(tasks), executions=int(execs))
         return int(tasks), int(execs)
 
     # ------------------------------------------------------------ reads

@@ -52,4 +52,4 @@ def redis_errors(settings: Settings) -> Iterator[None]:
 async def ping(client: aioredis.Redis, settings: Settings) -> None:
     """Raise RedisUnavailable unless Redis answers."""
     with redis_errors(settings):
-        await client.ping()
+        await client.ping()  # type: ignore[misc]

@@ -113,11 +113,8 @@ def _legacy_redis_url(env: Mapping[str, str]) -> str | None:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``environ`` (default: the process environment)."""
-    env = os.environ if environ is None else environ
+def _redis_values(env: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
-
     url = env.get("STOCKQ_REDIS_URL") or _legacy_redis_url(env)
     if url:
         if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
@@ -134,19 +131,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if not prefix or any(c.isspace() for c in prefix):
             raise ConfigError("STOCKQ_KEY_PREFIX must be a non-empty word without spaces")
         values["key_prefix"] = prefix
+    return values
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    values = _redis_values(env)
     if env.get("STOCKQ_DATA_DIR"):
         values["data_dir"] = Path(env["STOCKQ_DATA_DIR"]).expanduser()
     if env.get("STOCKQ_PLUGINS"):
         values["plugins"] = tuple(p.strip() for p in env["STOCKQ_PLUGINS"].split(",") if p.strip())
-    if env.get("STOCKQ_LOG_LEVEL"):
-        level = env["STOCKQ_LOG_LEVEL"].strip().lower()
-        if level not in {"debug", "info", "warning", "error"}:
-            raise ConfigError("STOCKQ_LOG_LEVEL must be debug, info, warning or error")
+    level = _choice(env, "STOCKQ_LOG_LEVEL", ("debug", "info", "warning", "error"))
+    if level:
         values["log_level"] = level
-    if env.get("STOCKQ_LOG_FORMAT"):
-        fmt = env["STOCKQ_LOG_FORMAT"].strip().lower()
-        if fmt not in {"auto", "json", "console"}:
-            raise ConfigError("STOCKQ_LOG_FORMAT must be auto, json or console")
+    fmt = _choice(env, "STOCKQ_LOG_FORMAT", ("auto", "json", "console"))
+    if fmt:
         values["log_format"] = fmt
     for attr, name, kind, minimum in _NUMERIC:
         if env.get(name):

@@ -1,0 +1,32 @@
+"""The docs name every setting and every log event the code uses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _code() -> str:
+    files = [*ROOT.joinpath("app").rglob("*.py"), *ROOT.joinpath("plugins_bridge").rglob("*.py")]
+    return "\n".join(p.read_text(encoding="utf-8") for p in files)
+
+
+def test_every_setting_is_documented() -> None:
+    names = set(re.findall(r'"(STOCKQ_[A-Z_]+)"', ROOT.joinpath("app/settings.py").read_text()))
+    assert "STOCKQ_REDIS_URL" in names and len(names) > 10
+    doc = ROOT.joinpath("docs/configuration.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert missing == []
+
+
+def test_every_log_event_is_in_the_catalogue() -> None:
+    events = set(re.findall(r'log\.(?:debug|info|warning|error|exception)\(\s*"([a-z_.]+)"',
+                            _code()))
+    events |= set(re.findall(r'"([a-z]+\.[a-z_]+)" if ', _code()))
+    events |= set(re.findall(r' else "([a-z]+\.[a-z_]+)"', _code()))
+    assert "task.enqueued" in events and "task.deduplicated" in events
+    doc = ROOT.joinpath("docs/logging.md").read_text(encoding="utf-8")
+    missing = sorted(e for e in events if f"`{e}`" not in doc)
+    assert missing == []
