@@ -103,23 +103,31 @@ async def create_execution(
 
 
 async def retry_execution(queue: TaskQueue, execution_id: str) -> list[str]:
-    """Retry the execution's failed tasks (and the tasks cancelled because of them),
-    keeping their dependencies.  Returns the new task ids."""
+    """Retry the execution's failed tasks, and the tasks cancelled because of them
+    whose other dependencies completed, keeping their dependencies.  Returns the new
+    task ids.  Tasks a user cancelled (and what waited on them) are not retried."""
     execution = await get_execution(queue, execution_id)
-    ids = await execution_task_ids(queue, execution)
-    retry = [
-        t.task_id
-        for t in await get_many(queue, ids)
-        if t is not None
-        and not t.retried_by
-        and (
-            t.status == TaskStatus.FAILED
-            or (t.status == TaskStatus.CANCELLED and t.last_error_type == "upstream_failed")
-        )
-    ]
+    tasks = [t for t in await get_many(queue, await execution_task_ids(queue, execution))
+             if t is not None and not t.retried_by]
+    by_id = {t.task_id: t for t in tasks}
+    retry = {t.task_id for t in tasks if t.status == TaskStatus.FAILED}
+    waiting = [t for t in tasks
+               if t.status == TaskStatus.CANCELLED and t.last_error_type == "upstream_failed"]
+    grew = True
+    while grew:
+        grew = False
+        for t in waiting:
+            if t.task_id in retry:
+                continue
+            deps = [by_id.get(d) for d in t.depends_on]
+            if all(d is None or d.status == TaskStatus.COMPLETED or d.task_id in retry
+                   for d in deps):
+                retry.add(t.task_id)
+                grew = True
     if not retry:
         raise IllegalTransition(f"execution {execution_id} has no failed tasks to retry")
-    return await queue.retry_many(retry)
+    ordered = [t.task_id for t in tasks if t.task_id in retry]
+    return await queue.retry_many(ordered)
 
 
 async def cancel_execution(queue: TaskQueue, execution_id: str) -> dict[str, int]:

@@ -246,7 +246,7 @@ def _int(raw: str | None, default: int = 0) -> int:
         return default
     try:
         return int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
         return default
 
 
@@ -273,13 +273,13 @@ def _when(raw: str | None) -> datetime | None:
     if not raw:
         return None
     text = raw.strip()
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value if value.tzinfo else value.astimezone()
+    except (ValueError, OverflowError, OSError):  # not a date, or out of range
         return None
-    return value if value.tzinfo else value.astimezone()
 
 
 def _status(raw: str | None) -> TaskStatus:
@@ -290,10 +290,14 @@ def _status(raw: str | None) -> TaskStatus:
 
 
 def _priority(raw: str | None) -> Priority:
+    """A stored priority read as the Lua scripts read it (``prio_of`` in lib.lua): a
+    number 0-2, anything else is normal.  (Parsing "high" here would report a priority
+    the queue does not use when it requeues the task.)"""
     try:
-        return Priority.parse(raw if raw not in (None, "") else 1)
-    except Exception:
+        p = float(raw or 1)
+    except ValueError:
         return Priority.NORMAL
+    return Priority(int(p)) if 0 <= p <= 2 else Priority.NORMAL
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -6,6 +6,7 @@ whose hash has expired are dropped from the index as they are met.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +54,12 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
         return None
     score, sep, member = cursor.partition(":")
     try:
-        return float(score), member
+        value = float(score)
     except ValueError:
-        raise InvalidInput(f"cursor {cursor!r} is malformed") from None
+        value = math.nan
+    if not math.isfinite(value):  # Redis rejects nan; no cursor we hand out is infinite
+        raise InvalidInput(f"cursor {cursor!r} is malformed")
+    return value, member
 
 
 async def get_many(queue: TaskQueue, task_ids: list[str]) -> list[Task | None]:
@@ -101,6 +105,21 @@ async def list_tasks(
     return await _page_index(queue, index, limit, _parse_cursor(cursor), keep)
 
 
+async def _skip_to_cursor(queue: TaskQueue, index: str, after: tuple[float, str]) -> int:
+    """How many members with the cursor's score come before it or are it (newest first),
+    so they are skipped by position instead of read: thousands of tasks created in one
+    millisecond share a score.  0 when the cursor's member left the index (then the
+    page filters them out as it reads)."""
+    async with queue.client.pipeline(transaction=True) as pipe:
+        pipe.zscore(index, after[1])
+        pipe.zrevrank(index, after[1])
+        pipe.zcount(index, f"({after[0]!r}", "+inf")
+        score, rank, above = await pipe.execute()
+    if score is None or rank is None or float(score) != after[0]:
+        return 0
+    return int(rank) - int(above) + 1
+
+
 async def _page_index(queue: TaskQueue, index: str, limit: int,
                       after: tuple[float, str] | None, keep: Any) -> Page:
     items: list[Task] = []
@@ -108,8 +127,11 @@ async def _page_index(queue: TaskQueue, index: str, limit: int,
     offset = 0
     batch = max(limit * 2, 50)
     last = after
+    budget = _SCAN_BUDGET
     with redis_errors(queue.settings):
-        for _ in range(_SCAN_BUDGET):
+        if after is not None:
+            offset = await _skip_to_cursor(queue, index, after)
+        while budget > 0:
             rows = await queue.client.zrevrangebyscore(
                 index, max_score, "-inf", start=offset, num=batch, withscores=True
             )
@@ -117,6 +139,10 @@ async def _page_index(queue: TaskQueue, index: str, limit: int,
             offset += len(rows)
             if after is not None:
                 rows = [r for r in rows if not (r[1] == after[0] and r[0] >= after[1])]
+            if rows:
+                # a batch made only of ties before the cursor is not work done for this
+                # page: charging it would let a large tie return no item and no progress
+                budget -= 1
             tasks = await get_many(queue, [r[0] for r in rows])
             dead = [r[0] for r, t in zip(rows, tasks, strict=True) if t is None]
             if dead:  # expired hashes: drop them from the index as we pass
@@ -138,7 +164,9 @@ async def _list_execution(queue: TaskQueue, execution_id: str, status: str | Non
     try:
         start = int(cursor) if cursor else 0
     except ValueError:
-        raise InvalidInput(f"cursor {cursor!r} is malformed") from None
+        start = -1
+    if start < 0:
+        raise InvalidInput(f"cursor {cursor!r} is malformed")
     key = queue.keys.execution_tasks(execution_id)
     items: list[Task] = []
     with redis_errors(queue.settings):

@@ -39,7 +39,7 @@ for _, item in ipairs(pairs_list) do
     local vals = redis.call('HMGET', okey, unpack(SPEC_FIELDS))
     local spec = {}
     for i, f in ipairs(SPEC_FIELDS) do
-        spec[f] = vals[i]
+        spec[f] = vals[i] or nil  -- HMGET gives false for a missing field: leave it out
     end
     local old_deps = {}
     if spec['depends_on'] then

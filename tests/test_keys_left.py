@@ -1,0 +1,163 @@
+"""Exactly which Redis keys remain once work has ended (in the spirit of arq's
+test_remain_keys): no dedup key, lease, running set, queue, delayed entry, status
+index of a passing state or dependents set may linger."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from app.executions import BatchTask, cancel_execution, create_execution
+from app.models import TaskSpec
+from app.queue import TaskQueue
+from app.settings import Settings
+from tests.conftest import FakeClock
+
+# What every ended task leaves behind besides its own hash and its status index.
+SHARED = {
+    "stock:index:all",
+    "stock:index:plugin:noop",
+    "stock:index:plugins",
+    "stock:stats",
+    "stock:doorbell",  # nobody listened: the tokens stay (trimmed to 1000)
+}
+
+
+def spec(**kw: object) -> TaskSpec:
+    return TaskSpec.build("noop", **kw)  # type: ignore[arg-type]
+
+
+async def keys(client: aioredis.Redis) -> set[str]:
+    return set(await client.keys("*"))
+
+
+async def assert_ended_hash(client: aioredis.Redis, settings: Settings, tid: str) -> None:
+    ttl = await client.ttl(f"stock:task:{tid}")
+    assert 0 < ttl <= settings.retention_seconds
+
+
+async def test_keys_left_after_complete(queue: TaskQueue, client: aioredis.Redis,
+                                        settings: Settings) -> None:
+    tid, _ = await queue.enqueue(spec(trade_dates=["20240102"]))
+    assert await keys(client) == SHARED | {
+        f"stock:task:{tid}",
+        "stock:task_queue:1",
+        "stock:index:status:pending",
+        f"stock:dedup:{spec(trade_dates=['20240102']).dedup_digest()}",
+    }
+    t = await queue.claim("w")
+    assert t is not None
+    assert await keys(client) == SHARED | {
+        f"stock:task:{tid}",
+        "stock:index:status:running",
+        "stock:running_tasks",
+        "stock:leases",
+        f"stock:dedup:{spec(trade_dates=['20240102']).dedup_digest()}",
+    }
+    assert await client.ttl(f"stock:task:{tid}") == -1  # no TTL while active
+    await queue.complete(t, records=3)
+    assert await keys(client) == SHARED | {f"stock:task:{tid}", "stock:index:status:completed"}
+    await assert_ended_hash(client, settings, tid)
+    for k in SHARED:
+        assert await client.ttl(k) == -1  # shared structures never expire
+    assert await client.hgetall("stock:stats") == {  # type: ignore[misc]
+        "enqueued": "1", "completed": "1", "completed:noop": "1"}
+
+
+async def test_keys_left_after_dependent_execution_completes(
+    queue: TaskQueue, client: aioredis.Redis, settings: Settings
+) -> None:
+    eid, (a, b) = await create_execution(
+        queue, [BatchTask(spec(params={"n": 1})), BatchTask(spec(params={"n": 2}), (0,))]
+    )
+    assert f"stock:task:{a}:dependents" in await keys(client)
+    ta = await queue.claim("w")
+    assert ta is not None and ta.task_id == a
+    await queue.complete(ta)
+    tb = await queue.claim("w")
+    assert tb is not None and tb.task_id == b
+    await queue.complete(tb)
+    assert await keys(client) == SHARED | {
+        f"stock:task:{a}",
+        f"stock:task:{b}",
+        "stock:index:status:completed",
+        f"stock:execution:{eid}",
+        f"stock:execution:{eid}:tasks",
+        "stock:index:executions",
+    }
+    for tid in (a, b):
+        await assert_ended_hash(client, settings, tid)
+        assert not await client.hexists(f"stock:task:{tid}", "waiting")
+    for k in (f"stock:execution:{eid}", f"stock:execution:{eid}:tasks"):
+        assert 0 < await client.ttl(k) <= settings.retention_seconds
+
+
+async def test_keys_left_after_failing_for_good(queue: TaskQueue, client: aioredis.Redis,
+                                                settings: Settings, clock: FakeClock) -> None:
+    tid, _ = await queue.enqueue(spec(max_attempts=2))
+    t = await queue.claim("w")
+    assert t is not None
+    out = await queue.fail(t, "network", "down")
+    assert "stock:delayed" in await keys(client)
+    assert "stock:index:status:retrying" in await keys(client)
+    clock.advance((out.next_run_at_ms or 0) / 1000 - clock.now)
+    t = await queue.claim("w")
+    assert t is not None and t.attempt == 2
+    await queue.fail(t, "network", "still down")
+    assert await keys(client) == SHARED | {f"stock:task:{tid}", "stock:index:status:failed"}
+    await assert_ended_hash(client, settings, tid)
+
+
+async def test_keys_left_after_non_retryable_failure_in_execution(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    eid, (a, b) = await create_execution(
+        queue, [BatchTask(spec(params={"n": 1})), BatchTask(spec(params={"n": 2}), (0,))]
+    )
+    t = await queue.claim("w")
+    assert t is not None
+    await queue.fail(t, "config_error", "no token")
+    assert await keys(client) == SHARED | {
+        f"stock:task:{a}",
+        f"stock:task:{b}",
+        "stock:index:status:failed",
+        "stock:index:status:cancelled",
+        f"stock:execution:{eid}",
+        f"stock:execution:{eid}:tasks",
+        "stock:index:executions",
+    }
+
+
+async def test_keys_left_after_cancel(queue: TaskQueue, client: aioredis.Redis,
+                                      settings: Settings) -> None:
+    pending, _ = await queue.enqueue(spec(params={"n": 1}))
+    running, _ = await queue.enqueue(spec(params={"n": 2}))
+    assert await queue.cancel(pending) == "cancelled"
+    t = await queue.claim("w")
+    assert t is not None and t.task_id == running
+    assert await queue.cancel(running) == "cancel_requested"
+    await queue.acknowledge_cancel(t)
+    assert await keys(client) == SHARED | {
+        f"stock:task:{pending}",
+        f"stock:task:{running}",
+        "stock:index:status:cancelled",
+    }
+    for tid in (pending, running):
+        await assert_ended_hash(client, settings, tid)
+        h = await client.hgetall(f"stock:task:{tid}")  # type: ignore[misc]
+        assert "lease_token" not in h and "cancel_requested" not in h
+
+
+async def test_keys_left_after_cancelling_an_execution(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    eid, ids = await create_execution(
+        queue, [BatchTask(spec(params={"n": 1})), BatchTask(spec(params={"n": 2}), (0,))]
+    )
+    await cancel_execution(queue, eid)
+    assert await keys(client) == SHARED | {
+        *(f"stock:task:{tid}" for tid in ids),
+        "stock:index:status:cancelled",
+        f"stock:execution:{eid}",
+        f"stock:execution:{eid}:tasks",
+        "stock:index:executions",
+    }
