@@ -9,9 +9,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import RedisUnavailable
+from app.errors import RedisUnavailable, StockqError
 from app.settings import Settings
 
 
@@ -23,7 +24,8 @@ def create_client(settings: Settings) -> aioredis.Redis:
     """
     if not settings.redis_enabled:
         raise RedisUnavailable(
-            "Redis is disabled (STOCKQ_REDIS_ENABLED=false); stockq needs Redis to queue tasks"
+            "Redis is disabled (STOCKQ_REDIS_ENABLED or REDIS_ENABLED is false); "
+            "stockq needs Redis to queue tasks"
         )
     return aioredis.Redis.from_url(
         settings.redis_url,
@@ -42,11 +44,23 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailable:
 
 @contextmanager
 def redis_errors(settings: Settings) -> Iterator[None]:
-    """Turn connection failures inside the block into RedisUnavailable."""
+    """Turn connection failures and refusals inside the block into RedisUnavailable
+    (stockq's own script errors are mapped before they get here)."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
         raise unavailable(settings, exc) from None
+    except ResponseError as exc:
+        # Without the password, Redis answers a long command (every script call: 11+
+        # keys) with a protocol error instead of NOAUTH, then drops the connection.
+        if str(exc).startswith(("NOAUTH", "Protocol error: unauthenticated")):
+            raise unavailable(settings, exc) from None
+        if "user_script" in str(exc):  # a fault in a stockq script, not in Redis
+            raise StockqError(f"internal error in a stockq script: {exc}") from None
+        # READONLY replica, OOM, MISCONF, ...: Redis is there but cannot take the change
+        raise RedisUnavailable(
+            f"Redis at {settings.redis_url_redacted} refused the operation: {exc}"
+        ) from None
 
 
 async def ping(client: aioredis.Redis, settings: Settings) -> None:
