@@ -39,6 +39,13 @@ class FailOutcome:
     status: TaskStatus
     attempt: int
     next_run_at_ms: int | None
+    next_task: Task | None = None
+
+
+def _task_or_none(raw: Any) -> Task | None:
+    if not raw:
+        return None
+    return Task.from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,16 @@ class TaskQueue:
         self._fixed = fixed_keys(self.keys)
         self._scripts = Scripts(client, settings)
         self.log = get_logger("stockq.queue")
+
+    async def aclose(self) -> None:
+        """Close the script connection (the redis-py client is the caller's)."""
+        await self._scripts.aclose()
+
+    async def __aenter__(self) -> TaskQueue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # ------------------------------------------------------------ plumbing
     def now_ms(self) -> int:
@@ -135,36 +152,50 @@ class TaskQueue:
         self, worker_id: str, token: str | None = None, *, promote_limit: int = 100
     ) -> Task | None:
         """Pop the next ready task (priority 0 first) and lease it to ``worker_id``."""
-        raw = await self.run(
-            "claim",
-            [],
-            [worker_id, token or new_id(), int(self.settings.lease_seconds * 1000),
-             promote_limit],
-        )
-        if not raw:
-            return None
-        return Task.from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
+        return _task_or_none(await self.run("claim", [], self._claim_args(worker_id, token,
+                                                                           promote_limit)))
+
+    def _claim_args(self, worker_id: str | None, token: str | None = None,
+                    promote_limit: int = 100) -> list[Any]:
+        if not worker_id:
+            return [""]
+        return [worker_id, token or new_id(), int(self.settings.lease_seconds * 1000),
+                promote_limit]
+
+    async def wait_for_doorbell(self, timeout: float) -> bool:
+        """Block until a task was made ready (or ``timeout`` s); True when rung."""
+        with redis_errors(self.settings):
+            rung = await self.client.blpop([self.keys.doorbell], timeout=timeout)  # type: ignore[misc]
+            return bool(rung)
 
     async def progress(
-        self, task: Task, percent: float, records: int = 0, message: str = ""
+        self, task: Task, percent: float, records: int = 0, message: str = "",
+        *, checkpoint: str = "",
     ) -> bool:
         """Record progress; returns True when a cancel was requested."""
         pct = min(100.0, max(0.0, float(percent)))
         flag = await self.run(
             "progress",
             [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, f"{pct:.2f}", int(records), message[:500]],
+            [task.task_id, task.lease_token, f"{pct:.2f}", int(records), message[:500],
+             checkpoint],
         )
         return bool(flag)
 
-    async def complete(self, task: Task, records: int = 0, result: Mapping[str, Any] | None = None
-                       ) -> None:
+    async def complete(
+        self, task: Task, records: int = 0, result: Mapping[str, Any] | None = None,
+        *, checkpoint: str = "", claim_for: str | None = None,
+    ) -> Task | None:
+        """End the attempt ``completed``.  With ``claim_for`` (a worker id) the same
+        round trip claims that worker's next task, which is returned."""
         summary = json.dumps(result, ensure_ascii=False, default=str)[:4000] if result else ""
-        await self.run(
+        _, nxt = await self.run(
             "complete",
             [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, int(records), summary, self._retention],
+            [task.task_id, task.lease_token, int(records), summary, self._retention,
+             checkpoint, *self._claim_args(claim_for)],
         )
+        return _task_or_none(nxt)
 
     async def fail(
         self,
@@ -175,10 +206,13 @@ class TaskQueue:
         retryable: bool | None = None,
         retry_after_seconds: float | None = None,
         records: int = 0,
+        checkpoint: str = "",
+        claim_for: str | None = None,
     ) -> FailOutcome:
-        """A failed attempt: retry later (backoff) or fail for good."""
+        """A failed attempt: retry later (backoff) or fail for good.  ``claim_for`` as
+        in :meth:`complete`."""
         retry = is_retryable(error_type) if retryable is None else retryable
-        status, at, attempt = await self.run(
+        status, at, attempt, nxt = await self.run(
             "fail",
             [self.keys.task(task.task_id)],
             [
@@ -193,9 +227,11 @@ class TaskQueue:
                 int((retry_after_seconds or 0) * 1000),
                 self._retention,
                 int(records),
+                checkpoint,
+                *self._claim_args(claim_for),
             ],
         )
-        return FailOutcome(TaskStatus(status), int(attempt), int(at) or None)
+        return FailOutcome(TaskStatus(status), int(attempt), int(at) or None, _task_or_none(nxt))
 
     async def acknowledge_cancel(self, task: Task) -> None:
         await self.run(
@@ -204,10 +240,12 @@ class TaskQueue:
             [task.task_id, task.lease_token, self._retention],
         )
 
-    async def requeue(self, task: Task, reason: str = "requeued at shutdown") -> None:
+    async def requeue(self, task: Task, reason: str = "requeued at shutdown", *,
+                      checkpoint: str = "") -> None:
         """Give a running task back without consuming an attempt."""
         await self.run(
-            "requeue", [self.keys.task(task.task_id)], [task.task_id, task.lease_token, reason]
+            "requeue", [self.keys.task(task.task_id)],
+            [task.task_id, task.lease_token, reason, checkpoint],
         )
 
     async def renew(self, leases: Mapping[str, str]) -> RenewOutcome:
@@ -236,6 +274,15 @@ class TaskQueue:
         if tasks or execs:
             self.log.info("retention.cleaned", tasks=int(tasks), executions=int(execs))
         return int(tasks), int(execs)
+
+    async def heartbeat(self, worker_id: str, info: Mapping[str, Any], *, ttl: float) -> int:
+        """Publish a supervisor's heartbeat; returns the number of live workers."""
+        fields = {k: str(v) for k, v in info.items()}
+        return int(await self.run("heartbeat", [self.keys.worker(worker_id)],
+                                  [worker_id, max(1, int(ttl)), json.dumps(fields)]))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self.run("heartbeat", [self.keys.worker(worker_id)], [worker_id, 0, "{}"])
 
     # ------------------------------------------------------------ reads
     async def get(self, task_id: str) -> Task:

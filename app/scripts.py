@@ -8,11 +8,13 @@ raised on purpose start with ``STOCKQ <code>`` and are mapped to the error tree.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -25,6 +27,7 @@ from app.errors import (
 )
 from app.keys import lua_prelude
 from app.redis_client import redis_errors
+from app.script_channel import ScriptChannel
 from app.settings import Settings
 
 TRANSITIONS = (
@@ -42,6 +45,7 @@ TRANSITIONS = (
     "delete",
     "create_execution",
     "cleanup",
+    "heartbeat",
 )
 
 
@@ -79,22 +83,56 @@ def map_response_error(exc: ResponseError) -> StockqError | None:
     return cls(message)
 
 
+@cache
+def script_sha(name: str) -> str:
+    return hashlib.sha1(script_source(name).encode("utf-8")).hexdigest()
+
+
 class Scripts:
-    """Registered scripts bound to one async Redis client."""
+    """The transition scripts, called through a :class:`ScriptChannel` (or through
+    redis-py when the client is not a plain TCP/unix connection: TLS, fakeredis)."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._client = client
         self._settings = settings
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(script_source(name)) for name in TRANSITIONS
-        }
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        plain = pool.connection_class in (Connection, UnixDomainSocketConnection)
+        self._channel: ScriptChannel | None = None
+        if plain and ScriptChannel.supports(kwargs):
+            self._channel = ScriptChannel(
+                kwargs, timeout=max(5.0, settings.redis_connect_timeout),
+                connect_timeout=settings.redis_connect_timeout,
+            )
+            self._scripts: dict[str, AsyncScript] = {}
+        else:
+            self._scripts = {
+                name: client.register_script(script_source(name)) for name in TRANSITIONS
+            }
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         with redis_errors(self._settings):
             try:
-                return await self._scripts[name](keys=keys, args=args, client=self._client)
+                if self._channel is None:
+                    return await self._scripts[name](keys=keys, args=args, client=self._client)
+                return await self._evalsha(name, keys, args)
             except ResponseError as exc:
                 mapped = map_response_error(exc)
                 if mapped is not None:
                     raise mapped from None
                 raise
+
+    async def _evalsha(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        assert self._channel is not None
+        try:
+            return await self._channel.call("EVALSHA", script_sha(name), len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # first use on this server (or after SCRIPT FLUSH / a restart): load, run again
+        await self._channel.call("SCRIPT", "LOAD", script_source(name))
+        return await self._channel.call("EVALSHA", script_sha(name), len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.aclose()

@@ -71,8 +71,11 @@ async def client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-def queue(client: aioredis.Redis, settings: Settings, clock: FakeClock) -> TaskQueue:
-    return TaskQueue(client, settings, clock=clock, rng=lambda: 0.0)
+async def queue(client: aioredis.Redis, settings: Settings, clock: FakeClock
+                ) -> AsyncIterator[TaskQueue]:
+    q = TaskQueue(client, settings, clock=clock, rng=lambda: 0.0)
+    yield q
+    await q.aclose()
 
 
 @pytest.fixture

@@ -333,6 +333,7 @@ async def test_execution_over_the_limit_writes_nothing(
     assert await client.keys("*") == []
     eid, ids = await create_execution(q, [bt(params={"n": i}) for i in range(5)])
     assert len(ids) == 5 and (await get_execution(q, eid)).total == 5
+    await q.aclose()
 
 
 async def test_duplicate_dependency_indexes_count_once(queue: TaskQueue) -> None:

@@ -122,6 +122,7 @@ async def test_backoff_cap_and_jitter(client: aioredis.Redis, settings: object,
     fulls = [min(300_000, 10_000 * 2**n) for n in range(8)]
     assert delays == [int(f / 2 + f / 2 * 0.999) for f in fulls]
     assert max(delays) < 300_000
+    await q.aclose()
 
 
 async def test_rate_limit_retry_after(queue: TaskQueue, clock: FakeClock) -> None:
