@@ -178,10 +178,43 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
 
 
 NOT_BUILT = (
-    "worker pool (`stockq worker`)",
     "HTTP sidecar (`stockq api`)",
     "scheduler (`stockq scheduler`)",
 )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker.main import run_worker
+    from app.worker.supervisor import PoolOptions
+
+    settings = load_settings()
+    configure_logging(settings)
+    options = PoolOptions(shutdown_grace=args.shutdown_grace)
+    if args.concurrency is not None:
+        options.concurrency = args.concurrency
+    if args.max_tasks_per_child is not None:
+        options.max_tasks_per_child = args.max_tasks_per_child
+    return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < 86400 * 7:
+        raise argparse.ArgumentTypeError("must be between 0 and a week")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -239,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("worker", help="run a worker pool (supervisor + child processes)")
+    p.add_argument("--concurrency", type=_positive_int, help="children (default: CPU count)")
+    p.add_argument("--max-tasks-per-child", type=_positive_int,
+                   help="recycle a child after this many tasks (default 1000)")
+    p.add_argument("--shutdown-grace", type=_seconds, default=30.0,
+                   help="seconds running tasks get to finish after SIGTERM (default 30)")
+    p.add_argument("--wait-for-redis", action="store_true",
+                   help="wait for Redis at start instead of exiting")
+    p.set_defaults(sync_func=cmd_worker)
+
     p = sub.add_parser("run", help="run the all-in-one daemon")
     p.set_defaults(sync_func=cmd_run)
     return parser
@@ -247,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run_async(func: Command, args: argparse.Namespace, settings: Settings) -> int:
     client = create_client(settings)
     try:
-        return await func(args, settings, TaskQueue(client, settings))
+        async with TaskQueue(client, settings) as queue:
+            return await func(args, settings, queue)
     finally:
         await client.aclose()
 

@@ -2,7 +2,7 @@
 
 The default prefix ``stock`` keeps the key names of the system stockq replaces, so
 producers and readers that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep
-working.  Every Lua script receives the fixed keys in ``KEYS[1..11]`` (:func:`fixed_keys`) and
+working.  Every Lua script receives the fixed keys in ``KEYS[1..12]`` (:func:`fixed_keys`) and
 its own task/execution keys after them; keys that depend on data read inside a script
 (the id a claim pops, a task's execution, its dependents) are built by the Lua prelude
 :func:`lua_prelude` generates from the templates below, so the layout is written down
@@ -27,6 +27,8 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:index:executions`` | zset | execution id -> created (ms) |
 | ``{p}:index:plugins`` | set | plugin names that have a plugin index (for cleanup) |
 | ``{p}:stats`` | hash | counters: enqueued, completed, failed, ... |
+| ``{p}:workers`` | zset | worker id -> last heartbeat (ms) |
+| ``{p}:worker:{id}`` | hash | a supervisor's heartbeat (host, pid, concurrency, ...); TTL |
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Keys:
     def plugin_index(self, plugin: str) -> str:
         return f"{self.prefix}:index:plugin:{plugin}"
 
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
     @property
     def queues(self) -> list[str]:
         return [self.queue(p) for p in PRIORITIES]
@@ -102,6 +107,10 @@ class Keys:
     def stats(self) -> str:
         return f"{self.prefix}:stats"
 
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
 
 FIXED_LUA_NAMES = (
     "K_QUEUE0",
@@ -115,6 +124,7 @@ FIXED_LUA_NAMES = (
     "K_EXECUTIONS",
     "K_PLUGINS",
     "K_STATS",
+    "K_WORKERS",
 )
 
 
@@ -130,6 +140,7 @@ def fixed_keys(keys: Keys) -> list[str]:
         keys.execution_index,
         keys.plugin_names,
         keys.stats,
+        keys.workers,
     ]
 
 

@@ -59,5 +59,6 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A bound structlog logger tagged with the module ``name``."""
-    return structlog.get_logger().bind(logger=name)
+    """A lazy structlog logger tagged ``component=name`` (bound at first use, so the
+    configuration done later at start-up applies)."""
+    return structlog.get_logger(component=name)

@@ -342,6 +342,7 @@ class Task:
     lease_token: str
     cancel_requested: bool
     progress_message: str
+    checkpoint: str
     result: Any
     duration_ms: int | None
     schema: int
@@ -385,6 +386,7 @@ class Task:
             lease_token=h.get("lease_token", ""),
             cancel_requested=bool(h.get("cancel_requested")),
             progress_message=h.get("progress_message", ""),
+            checkpoint=h.get("checkpoint", ""),
             result=_json(h.get("result"), None),
             duration_ms=_int(h.get("duration_ms")) if h.get("duration_ms") else None,
             schema=_int(h.get("schema")),

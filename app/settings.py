@@ -9,16 +9,19 @@ existing deployment keeps its configuration.  docs/configuration.md lists them a
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from app.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -35,25 +38,42 @@ def _number(name: str, raw: str, kind: type[int] | type[float], minimum: float) 
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (for logs and messages)."""
+    """Return ``url`` with any password replaced by ``***`` (for logs and messages).
+
+    Covers ``user:password@`` in the authority and a ``password=`` query argument
+    (redis-py accepts both)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    out = url
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        out = out.replace(f"{userinfo}@", f"{userinfo.partition(':')[0]}:***@", 1)
+    head, sep, query = out.partition("?")
+    if sep:
+        out = head + sep + _QUERY_PASSWORD.sub(r"\1***", query)
+    return out
+
+
+def _check_url(url: str, source: str) -> None:
+    """Reject a Redis URL redis-py would choke on (scheme, port), naming it redacted."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"{source}={shown!r} is malformed: {exc}") from None
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(f"{source}={shown!r} must start with redis://, rediss:// or unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,15 @@ class Settings:
     # leases and retention
     lease_seconds: float = 30.0
     retention_seconds: float = 7 * 24 * 3600.0
+    # TuShare HTTP proxy, applied only inside task execution (plugins_bridge.proxy)
+    http_proxy: str = ""
+    no_proxy: tuple[str, ...] = ()
+
+    @property
+    def no_proxy_hosts(self) -> tuple[str, ...]:
+        """Hosts that never go through the proxy: Redis (and ClickHouse) plus extras."""
+        hosts = [urlsplit(self.redis_url).hostname or ""]
+        return tuple(h for h in dict.fromkeys([*hosts, *self.no_proxy]) if h)
 
     @property
     def redis_url_redacted(self) -> str:
@@ -106,8 +135,11 @@ def _legacy_redis_url(env: Mapping[str, str]) -> str | None:
     host = env.get("REDIS_HOST")
     if not host:
         return None
-    port = env.get("REDIS_PORT", "6379")
-    db = env.get("REDIS_DB", "0")
+    port = env.get("REDIS_PORT", "6379").strip()
+    db = env.get("REDIS_DB", "0").strip()
+    for name, raw, top in (("REDIS_PORT", port, 65535), ("REDIS_DB", db, 1_000_000)):
+        if not raw.isdigit() or not 0 <= int(raw) <= top:
+            raise ConfigError(f"{name}={raw!r} must be an integer between 0 and {top}")
     password = env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
@@ -117,13 +149,10 @@ def _redis_values(env: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
     url = env.get("STOCKQ_REDIS_URL") or _legacy_redis_url(env)
     if url:
-        if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError(
-                f"STOCKQ_REDIS_URL={redact_url(url)!r} must start with redis://, rediss:// or unix://"
-            )
+        _check_url(url, "STOCKQ_REDIS_URL" if env.get("STOCKQ_REDIS_URL") else "REDIS_HOST")
         values["redis_url"] = url
     for name in ("STOCKQ_REDIS_ENABLED", "REDIS_ENABLED"):
-        if name in env:
+        if env.get(name, "").strip():
             values["redis_enabled"] = _bool(name, env[name])
             break
     prefix = env.get("STOCKQ_KEY_PREFIX")
@@ -144,10 +173,36 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str 
     return value
 
 
+def _proxy_values(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    url = env.get("STOCKQ_HTTP_PROXY", "").strip()
+    if not url and _bool("HTTP_PROXY_ENABLED", env.get("HTTP_PROXY_ENABLED", "false")):
+        host = env.get("HTTP_PROXY_HOST", "").strip()
+        port = env.get("HTTP_PROXY_PORT", "").strip()
+        if not host or not port.isdigit():
+            raise ConfigError("HTTP_PROXY_ENABLED=true needs HTTP_PROXY_HOST and a numeric "
+                              "HTTP_PROXY_PORT")
+        user = env.get("HTTP_PROXY_USERNAME", "")
+        auth = ""
+        if user:
+            auth = quote(user, safe="") + ":" + quote(env.get("HTTP_PROXY_PASSWORD", ""),
+                                                      safe="") + "@"
+        url = f"http://{auth}{host}:{port}"
+    if url:
+        if urlsplit(url).scheme not in {"http", "https", "socks5", "socks5h"}:
+            raise ConfigError(f"STOCKQ_HTTP_PROXY={redact_url(url)!r} must be an http(s):// URL")
+        values["http_proxy"] = url
+    if env.get("STOCKQ_NO_PROXY"):
+        values["no_proxy"] = tuple(h.strip() for h in env["STOCKQ_NO_PROXY"].split(",")
+                                   if h.strip())
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
     values = _redis_values(env)
+    values.update(_proxy_values(env))
     if env.get("STOCKQ_DATA_DIR"):
         values["data_dir"] = Path(env["STOCKQ_DATA_DIR"]).expanduser()
     if env.get("STOCKQ_PLUGINS"):
@@ -167,7 +222,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
     if settings.default_max_attempts > settings.max_attempts_limit:
         raise ConfigError("STOCKQ_DEFAULT_MAX_ATTEMPTS exceeds STOCKQ_MAX_ATTEMPTS_LIMIT")
+    if settings.default_timeout_seconds > settings.max_timeout_seconds:
+        raise ConfigError("STOCKQ_DEFAULT_TIMEOUT exceeds STOCKQ_MAX_TIMEOUT")
     return settings
+
+
+PROXY_ENVIRONMENT = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                     "all_proxy")
+
+
+def child_environment() -> dict[str, str]:
+    """The environment a worker child starts with: this one without proxy variables
+    (the child sets them only while a task runs)."""
+    return {k: v for k, v in os.environ.items() if k not in PROXY_ENVIRONMENT}
+
+
+def scrub_proxy_environment() -> list[str]:
+    """Remove proxy variables from this process (supervisor, sidecar, scheduler), so
+    that Redis, ClickHouse and HTTP clients here never go through a proxy.  Returns the
+    names removed."""
+    removed = [name for name in PROXY_ENVIRONMENT if name in os.environ]
+    for name in removed:
+        del os.environ[name]
+    return removed
 
 
 def setting_names() -> list[str]:

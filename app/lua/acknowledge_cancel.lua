@@ -1,7 +1,7 @@
 -- acknowledge_cancel: the supervisor killed a running attempt whose cancel was
 -- requested; the task ends `cancelled`.
 --
--- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task id;  ARGV[5]  lease token;  ARGV[6]  retention, seconds
 -- Returns      number of tasks ended

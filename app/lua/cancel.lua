@@ -3,7 +3,7 @@
 -- cancel_requested=1, which its supervisor sees on its next lease renewal or progress
 -- write, kills the attempt and calls acknowledge_cancel.
 --
--- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task id;  ARGV[5]  reason (stored as error_message)
 -- ARGV[6]      retention, seconds

@@ -3,7 +3,7 @@
 -- then its plugin index entry is removed from every plugin index).  Execution index
 -- entries whose execution hash has expired are dropped.
 --
--- KEYS[1..11]  fixed keys
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      cutoff, epoch ms (ended before this => removed)
 -- ARGV[5]      max tasks per status to remove in this call

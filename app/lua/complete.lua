@@ -1,12 +1,16 @@
 -- complete: a running attempt succeeded.  Ends the task `completed`, releases its
--- dependents and counts it in its execution.
+-- dependents and counts it in its execution; optionally claims the supervisor's next
+-- task in the same step (finish + claim = one round trip).
 --
--- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task id;  ARGV[5]  lease token
 -- ARGV[6]      records processed;  ARGV[7]  result summary JSON ('' for none)
 -- ARGV[8]      retention, seconds (TTL of the ended task)
--- Returns      number of tasks ended (1).
+-- ARGV[9]      checkpoint: last trade date done ('' for none)
+-- ARGV[10..13] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit (as claim.lua)
+-- Returns      {tasks ended, next task hash (flat list) or false}
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
 load_owned(key, id, token)
@@ -15,10 +19,19 @@ if ARGV[7] ~= '' then
     f[#f + 1] = 'result'
     f[#f + 1] = ARGV[7]
 end
+if ARGV[9] ~= '' then
+    f[#f + 1] = 'checkpoint'
+    f[#f + 1] = ARGV[9]
+end
 local started = tonumber(redis.call('HGET', key, 'started_ms'))
 if started then
     f[#f + 1] = 'duration_ms'
     f[#f + 1] = fmt_int(NOW - started)
 end
 redis.call('HSET', key, unpack(f))
-return finish(id, 'completed', nil, nil, tonumber(ARGV[8]))
+local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]))
+local nxt = false
+if ARGV[10] and ARGV[10] ~= '' then
+    nxt = claim_next(ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]))
+end
+return {ended, nxt}

@@ -3,8 +3,8 @@
 -- until they complete; the others are claimable at once.  Counters start at zero and
 -- are updated by the transitions that end each task.
 --
--- KEYS[1..11]  fixed keys
--- KEYS[12]     stock:execution:{id};  KEYS[13]  stock:execution:{id}:tasks
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
+-- KEYS[FIXED+1] stock:execution:{id};  KEYS[FIXED+2]  stock:execution:{id}:tasks
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      execution JSON: execution_id, trigger_type, group_name, date_range, plugins
 -- ARGV[5]      tasks JSON: list of task specs (strings), each with `deps`, a list of

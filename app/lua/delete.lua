@@ -1,7 +1,7 @@
 -- delete: remove an ended task and its index entries now (instead of waiting for
 -- retention).  Active tasks must be cancelled first.
 --
--- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task id
 -- Returns      1

@@ -1,8 +1,8 @@
 -- enqueue: create one pending task and make it claimable, unless identical work is
 -- already pending, running or retrying (then that task is returned instead).
 --
--- KEYS[1..11]  fixed keys (app/keys.py)
--- KEYS[12]     stock:dedup:{digest} for this work
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
+-- KEYS[FIXED+1] stock:dedup:{digest} for this work
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task spec as JSON: task_id plus SPEC_FIELDS (all strings)
 -- Returns      {1, task_id} when created, {0, existing_task_id} when deduplicated.

@@ -4,7 +4,7 @@
 -- retry_after (+ up to 10% jitter) when the caller knows the wait (a rate limit).
 -- Otherwise the task ends `failed` (non-retryable errors fail at once).
 --
--- KEYS[1..11]  fixed keys;  KEYS[12]  stock:task:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      task id;  ARGV[5]  lease token
 -- ARGV[6]      error type (e.g. network, timeout, config_error);  ARGV[7]  message
@@ -13,15 +13,31 @@
 -- ARGV[11]     random number in [0, 1) for the jitter (from the caller)
 -- ARGV[12]     retry_after, ms (0: use the backoff)
 -- ARGV[13]     retention, seconds;  ARGV[14]  records processed so far
--- Returns      {'retrying', next_run_at_ms, attempt} or {'failed', 0, attempt}, or
---              {'cancelled', 0, attempt} when a cancel had been requested
+-- ARGV[15]     checkpoint (last trade date done, '' for none): a retry resumes after it
+-- ARGV[16..19] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit (as claim.lua)
+-- Returns      {status, next_run_at_ms (0 unless retrying), attempt, next task hash or
+--              false}; status is 'retrying', 'failed', or 'cancelled' when a cancel had
+--              been requested
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
 load_owned(key, id, token)
+
+local function claim_after()
+    if ARGV[16] and ARGV[16] ~= '' then
+        return claim_next(ARGV[16], ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19]))
+    end
+    return false
+end
+
 local etype, emsg, retryable = ARGV[6], ARGV[7], ARGV[8] == '1'
 local t = redis.call('HMGET', key, 'attempt', 'max_attempts', 'plugin_name', 'started_ms')
 local attempt, max_attempts = tonumber(t[1]) or 1, tonumber(t[2]) or 1
 local f = {'records_processed', ARGV[14]}
+if ARGV[15] and ARGV[15] ~= '' then
+    f[#f + 1] = 'checkpoint'
+    f[#f + 1] = ARGV[15]
+end
 local started = tonumber(t[4])
 if started then
     f[#f + 1] = 'duration_ms'
@@ -34,7 +50,7 @@ end
 if redis.call('HGET', key, 'cancel_requested') then
     finish(id, 'cancelled', 'cancelled', 'cancelled while running (' .. etype .. ')',
         tonumber(ARGV[13]))
-    return {'cancelled', 0, attempt}
+    return {'cancelled', 0, attempt, claim_after()}
 end
 if retryable and attempt < max_attempts then
     local delay
@@ -56,7 +72,7 @@ if retryable and attempt < max_attempts then
     redis.call('ZADD', K_DELAYED, at, id)
     move_status(id, 'running', 'retrying')
     bump_stats('retried', t[3])
-    return {'retrying', at, attempt}
+    return {'retrying', at, attempt, claim_after()}
 end
 finish(id, 'failed', etype, emsg, tonumber(ARGV[13]))
-return {'failed', 0, attempt}
+return {'failed', 0, attempt, claim_after()}

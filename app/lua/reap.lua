@@ -3,7 +3,7 @@
 -- attempt+1.  When no attempt is left the task ends `failed` (worker_lost); when a
 -- cancel was requested it ends `cancelled`.
 --
--- KEYS[1..11]  fixed keys
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      max tasks to reap in this call;  ARGV[5]  retention, seconds
 -- Returns      flat list: task_id, outcome ('requeued' | 'failed' | 'cancelled'), ...

@@ -1,6 +1,6 @@
 -- renew: extend the leases a supervisor holds, in one call for all its tasks.
 --
--- KEYS[1..11]  fixed keys
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      lease length, ms
 -- ARGV[5..]    pairs: task id, lease token

@@ -5,7 +5,7 @@
 -- retried together are kept (mapped to the new ids); dependencies on tasks outside
 -- the call are treated as met.
 --
--- KEYS[1..11]  fixed keys
+-- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      trigger recorded on the new tasks (e.g. 'retry')
 -- ARGV[5..]    pairs: old task id, new task id

@@ -1,0 +1,1 @@
+"""The worker pool: an asyncio supervisor and its long-lived child processes."""

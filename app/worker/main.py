@@ -1,0 +1,47 @@
+"""``stockq worker``: start a pool supervisor in this process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.errors import RedisUnavailable
+from app.logs import get_logger
+from app.queue import TaskQueue
+from app.redis_client import create_client, ping
+from app.settings import Settings, scrub_proxy_environment
+from app.worker.supervisor import PoolOptions, Supervisor
+
+log = get_logger("stockq.worker")
+
+
+async def wait_for_redis(settings: Settings, *, wait: bool) -> None:
+    """Fail fast (RedisUnavailable) unless ``wait``: then retry with backoff."""
+    client = create_client(settings)
+    delay = 0.5
+    try:
+        while True:
+            try:
+                await ping(client, settings)
+                return
+            except RedisUnavailable as exc:
+                if not wait:
+                    raise
+                log.warning("worker.waiting_for_redis", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+    finally:
+        await client.aclose()
+
+
+async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = False) -> int:
+    removed = scrub_proxy_environment()
+    if removed:
+        log.warning("worker.proxy_environment_removed", names=removed,
+                    hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
+    await wait_for_redis(settings, wait=wait)
+    client = create_client(settings)
+    try:
+        async with TaskQueue(client, settings) as queue:
+            return await Supervisor(queue, settings, options).run()
+    finally:
+        await client.aclose()

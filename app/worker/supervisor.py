@@ -1,0 +1,445 @@
+"""The pool supervisor: claims tasks for idle children, enforces deadlines, renews
+leases, writes every transition, and recovers from dead children and dead peers.
+
+One asyncio process.  Each slot runs :meth:`Supervisor._slot_loop`: claim (or wait on
+the doorbell), hand the task to the slot's child, wait for its result, a timeout, a
+cancel or the child's death, then record the outcome — finishing a task and claiming
+the next one in a single Redis round trip while the pool is not stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import RedisUnavailable, StaleLease, StockqError
+from app.logs import get_logger
+from app.models import Task, TaskStatus
+from app.queue import Clock, TaskQueue, new_id
+from app.settings import Settings, child_environment
+from app.worker.process import INTERRUPT, ChildGone, ChildProcess
+
+log = get_logger("stockq.worker")
+
+
+@dataclass(slots=True)
+class PoolOptions:
+    concurrency: int = max(1, os.cpu_count() or 1)
+    max_tasks_per_child: int = 1000
+    shutdown_grace: float = 30.0  # running tasks may finish within this after SIGTERM
+    kill_grace: float = 2.0  # SIGTERM -> SIGKILL of a child's process group
+    progress_interval: float = 0.25  # coalesced progress writes per task
+    doorbell_timeout: float = 1.0  # also the pick-up delay for original-format pushes
+    maintenance_interval: float = 1.0
+    cleanup_interval: float = 60.0
+    heartbeat_interval: float = 5.0
+
+
+@dataclass(slots=True)
+class Running:
+    task: Task
+    started: float
+    progress: dict[str, Any] | None = None  # latest progress not yet written
+    checkpoint: str = ""
+    last_write: float = 0.0
+    interrupted: str = ""  # why the supervisor stopped it: cancel | lost | shutdown
+
+
+@dataclass(slots=True)
+class Slot:
+    index: int
+    child: ChildProcess | None = None
+    running: Running | None = None
+    loop_task: asyncio.Task[None] | None = None
+    idle: bool = True
+
+
+@dataclass(slots=True)
+class Outcome:
+    kind: str  # ok | failed | cancelled | lost | shutdown
+    records: int = 0
+    error_type: str = ""
+    error: str = ""
+    retry_after: float | None = None
+    checkpoint: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, queue: TaskQueue, settings: Settings, options: PoolOptions | None = None,
+                 *, worker_id: str | None = None, clock: Clock = time.time) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.options = options or PoolOptions()
+        self.clock = clock
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.slots = [Slot(i) for i in range(self.options.concurrency)]
+        self._env = child_environment()
+        self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._spare: asyncio.Task[ChildProcess] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.processed = 0
+        self.started_at = clock()
+        self._last_cleanup = 0.0
+
+    def _ctx(self, task: Task) -> dict[str, Any]:
+        return {"task_id": task.task_id, "plugin": task.plugin_name, "attempt": task.attempt,
+                "worker": self.worker_id, "execution_id": task.execution_id or None}
+
+    # ------------------------------------------------------------------ children
+    async def _spawn(self) -> ChildProcess:
+        child = await ChildProcess(self._env).start()
+        log.info("worker.spawned", worker=self.worker_id, pid=child.pid)
+        return child
+
+    def _prepare_spare(self) -> None:
+        if self._spare is None:
+            self._spare = asyncio.create_task(self._spawn())
+
+    async def _take_child(self) -> ChildProcess:
+        """A ready child: the warm spare if there is one, then start a new spare."""
+        while True:
+            self._prepare_spare()
+            spare, self._spare = self._spare, None
+            assert spare is not None
+            try:
+                child = await spare
+            except (ChildGone, OSError, TimeoutError) as exc:
+                log.error("worker.spawn_failed", worker=self.worker_id, error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            self._prepare_spare()
+            return child
+
+    async def _replace_child(self, slot: Slot) -> None:
+        """Give the slot a fresh child; an old idle one is stopped in the background."""
+        old, slot.child = slot.child, None
+        if old is not None:
+            self._background.append(asyncio.create_task(old.stop()))
+            log.info("worker.recycled", worker=self.worker_id, pid=old.pid,
+                     tasks_run=old.tasks_run)
+        slot.child = await self._take_child()
+
+    # ------------------------------------------------------------------ main
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._heartbeat()
+            children = await asyncio.gather(*(self._spawn() for _ in self.slots))
+            for slot, child in zip(self.slots, children, strict=True):
+                slot.child = child
+            self._prepare_spare()
+            for slot in self.slots:
+                slot.loop_task = asyncio.create_task(self._slot_loop(slot))
+            self._background = [
+                asyncio.create_task(self._every(self.settings.lease_seconds / 3, self._renew)),
+                asyncio.create_task(self._every(self.options.progress_interval, self._flush)),
+                asyncio.create_task(self._every(self.options.maintenance_interval,
+                                                self._maintain)),
+                asyncio.create_task(self._every(self.options.heartbeat_interval,
+                                                self._heartbeat)),
+            ]
+            log.info("worker.started", worker=self.worker_id,
+                     concurrency=self.options.concurrency)
+            await self._stopping.wait()
+            await self._drain()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self._shutdown_children()
+        log.info("worker.stopped", worker=self.worker_id, processed=self.processed)
+        return 0
+
+    def request_stop(self) -> None:
+        """First call: drain; second call: stop at once."""
+        if self._stopping.is_set():
+            log.warning("worker.stopping_now", worker=self.worker_id)
+            self._stop_now.set()
+            self._interrupt_all("shutdown")
+        else:
+            log.info("worker.stopping", worker=self.worker_id,
+                     grace_seconds=self.options.shutdown_grace)
+            self._stopping.set()
+
+    async def _drain(self) -> None:
+        for slot in self.slots:  # idle slots wait on the doorbell: stop them now
+            if slot.idle and slot.loop_task is not None:
+                slot.loop_task.cancel()
+        busy = [s.loop_task for s in self.slots if s.loop_task is not None]
+        if busy:
+            stop_now = asyncio.create_task(self._stop_now.wait())
+            done, _ = await asyncio.wait([*busy, stop_now], timeout=self.options.shutdown_grace,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            while not stop_now.done() and any(not t.done() for t in busy):
+                remaining = [t for t in busy if not t.done()]
+                done, _ = await asyncio.wait([*remaining, stop_now],
+                                             timeout=self.options.shutdown_grace,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+            stop_now.cancel()
+            self._interrupt_all("shutdown")
+            await asyncio.gather(*busy, return_exceptions=True)
+        for t in self._background:
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            await self.queue.remove_worker(self.worker_id)
+        except StockqError:
+            pass
+
+    def _interrupt_all(self, reason: str) -> None:
+        for slot in self.slots:
+            if slot.running is not None and slot.child is not None:
+                slot.running.interrupted = slot.running.interrupted or reason
+                slot.child.interrupt(reason)
+
+    async def _shutdown_children(self) -> None:
+        children = [s.child for s in self.slots if s.child is not None]
+        if self._spare is not None:
+            self._spare.cancel()
+            try:
+                children.append(await self._spare)
+            except (asyncio.CancelledError, ChildGone, OSError, TimeoutError):
+                pass
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+
+    async def _every(self, interval: float, job: Any) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except RedisUnavailable as exc:
+                log.warning("worker.redis_unavailable", worker=self.worker_id, error=str(exc))
+            except StockqError as exc:
+                log.error("worker.maintenance_error", worker=self.worker_id, error=str(exc))
+
+    # ------------------------------------------------------------------ slots
+    async def _slot_loop(self, slot: Slot) -> None:
+        task: Task | None = None
+        backoff = 0.2
+        while True:
+            if task is None:
+                if self._stopping.is_set():
+                    return
+                slot.idle = True
+                try:
+                    task = await self._claim_or_wait()
+                    backoff = 0.2
+                except RedisUnavailable as exc:
+                    log.warning("worker.redis_unavailable", worker=self.worker_id,
+                                error=str(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(5.0, backoff * 2)
+                    continue
+                if task is None:
+                    continue
+            slot.idle = False
+            outcome = await self._execute(slot, task)
+            task = await self._settle(slot, task, outcome)
+
+    async def _claim_or_wait(self) -> Task | None:
+        task = await self.queue.claim(self.worker_id, new_id())
+        if task is None:
+            await self.queue.wait_for_doorbell(self.options.doorbell_timeout)
+        return task
+
+    async def _execute(self, slot: Slot, task: Task) -> Outcome:
+        if (slot.child is None or not slot.child.alive
+                or slot.child.tasks_run >= self.options.max_tasks_per_child):
+            await self._replace_child(slot)
+        child = slot.child
+        assert child is not None
+        running = Running(task=task, started=time.monotonic(), checkpoint=task.checkpoint)
+        slot.running = running
+        log.info("task.started", pid=child.pid, **self._ctx(task))
+        try:
+            child.send({"type": "run", "task": task_payload(task)})
+        except ChildGone as exc:
+            return await self._child_died(slot, task, str(exc))
+        deadline = running.started + task.timeout_seconds
+        while True:
+            try:
+                msg = await asyncio.wait_for(child.inbox.get(), deadline - time.monotonic())
+            except TimeoutError:
+                return await self._timed_out(slot, task)
+            if msg is None:
+                return await self._child_died(slot, task, None)
+            kind = msg.get("type")
+            if kind == "progress":
+                running.progress = msg
+                if msg.get("checkpoint"):
+                    running.checkpoint = str(msg["checkpoint"])
+            elif kind == "result":
+                child.tasks_run += 1
+                return Outcome(
+                    "ok" if msg.get("ok") else "failed", records=int(msg.get("records", 0)),
+                    error_type=str(msg.get("error_type", "")), error=str(msg.get("error", "")),
+                    retry_after=msg.get("retry_after"),
+                    checkpoint=str(msg.get("checkpoint") or running.checkpoint),
+                    result=msg.get("result") or {},
+                )
+            elif kind == INTERRUPT:
+                reason = running.interrupted or str(msg.get("reason"))
+                await self._kill(slot, task, reason)
+                return Outcome(reason, checkpoint=running.checkpoint,
+                               records=int((running.progress or {}).get("records", 0)))
+
+    async def _kill(self, slot: Slot, task: Task, reason: str) -> None:
+        child = slot.child
+        assert child is not None
+        code = await child.kill(self.options.kill_grace)
+        log.warning("worker.killed", pid=child.pid, reason=reason, exit_code=code,
+                    **self._ctx(task))
+        slot.child = None
+        if not self._stop_now.is_set():
+            slot.child = await self._take_child()
+
+    async def _timed_out(self, slot: Slot, task: Task) -> Outcome:
+        log.warning("task.timeout", timeout_seconds=task.timeout_seconds, **self._ctx(task))
+        running = slot.running
+        await self._kill(slot, task, "timeout")
+        return Outcome("failed", error_type="timeout",
+                       error=f"exceeded its timeout of {task.timeout_seconds} s",
+                       checkpoint=running.checkpoint if running else "",
+                       records=int(((running and running.progress) or {}).get("records", 0)))
+
+    async def _child_died(self, slot: Slot, task: Task, detail: str | None) -> Outcome:
+        child = slot.child
+        code = await child.kill() if child is not None else None
+        how = detail or (f"killed by signal {-code}" if code is not None and code < 0
+                         else f"exited with code {code}")
+        log.error("worker.child_died", pid=child.pid if child else None, detail=how,
+                  **self._ctx(task))
+        slot.child = None
+        running = slot.running
+        if not self._stop_now.is_set():
+            slot.child = await self._take_child()
+        return Outcome("failed", error_type="worker_lost", error=f"worker child {how}",
+                       checkpoint=running.checkpoint if running else "")
+
+    # ------------------------------------------------------------------ outcomes
+    async def _settle(self, slot: Slot, task: Task, out: Outcome) -> Task | None:
+        """Record the outcome; returns the next task when it could claim one."""
+        slot.running = None
+        claim = None if self._stopping.is_set() else self.worker_id
+        ctx = self._ctx(task)
+        backoff = 0.2
+        while True:
+            try:
+                return await self._record(task, out, claim, ctx)
+            except StaleLease as exc:
+                log.warning("task.lease_lost", error=str(exc), **ctx)
+                return None
+            except RedisUnavailable as exc:
+                if self._stop_now.is_set():
+                    return None
+                log.warning("worker.redis_unavailable", error=str(exc), **ctx)
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+            except StockqError as exc:  # e.g. the task was deleted meanwhile
+                log.error("task.settle_failed", error=str(exc), **ctx)
+                return None
+
+    async def _record(self, task: Task, out: Outcome, claim: str | None,
+                      ctx: dict[str, Any]) -> Task | None:
+        if out.kind == "ok":
+            nxt = await self.queue.complete(task, out.records, out.result or None,
+                                            checkpoint=out.checkpoint, claim_for=claim)
+            self.processed += 1
+            log.info("task.completed", records=out.records, **ctx)
+            return nxt
+        if out.kind == "failed":
+            res = await self.queue.fail(task, out.error_type, out.error,
+                                        retry_after_seconds=out.retry_after,
+                                        records=out.records, checkpoint=out.checkpoint,
+                                        claim_for=claim)
+            self.processed += 1
+            if res.status == TaskStatus.RETRYING:
+                log.warning("task.retry_scheduled", error_type=out.error_type, error=out.error,
+                            next_run_at_ms=res.next_run_at_ms, **ctx)
+            elif res.status == TaskStatus.CANCELLED:
+                log.info("task.cancelled", **ctx)
+            else:
+                log.error("task.failed", error_type=out.error_type, error=out.error, **ctx)
+            return res.next_task
+        if out.kind == "cancel":
+            await self.queue.acknowledge_cancel(task)
+            log.info("task.cancelled", **ctx)
+        elif out.kind == "shutdown":
+            await self.queue.requeue(task, "requeued: worker shut down", checkpoint=out.checkpoint)
+            log.info("task.requeued", reason="shutdown", **ctx)
+        # "lost": another worker owns the task now; record nothing
+        return None
+
+    # ------------------------------------------------------------------ loops
+    async def _renew(self) -> None:
+        leases = {s.running.task.task_id: s.running.task.lease_token
+                  for s in self.slots if s.running is not None}
+        if not leases:
+            return
+        res = await self.queue.renew(leases)
+        for slot in self.slots:
+            r = slot.running
+            if r is None or slot.child is None or r.interrupted:
+                continue
+            if r.task.task_id in res.lost:
+                r.interrupted = "lost"
+                slot.child.interrupt("lost")
+            elif r.task.task_id in res.cancel_requested:
+                r.interrupted = "cancel"
+                slot.child.interrupt("cancel")
+
+    async def _flush(self) -> None:
+        """Write the latest progress of each running task (coalesced)."""
+        for slot in self.slots:
+            r = slot.running
+            if r is None or r.progress is None or r.interrupted:
+                continue
+            msg, r.progress = r.progress, None
+            try:
+                cancel = await self.queue.progress(
+                    r.task, float(msg.get("percent", 0)), int(msg.get("records", 0)),
+                    str(msg.get("message", "")), checkpoint=str(msg.get("checkpoint", "")))
+            except StockqError:
+                continue  # ended meanwhile, or Redis is away: the next write catches up
+            log.info("task.progress", percent=msg.get("percent"), records=msg.get("records"),
+                     **self._ctx(r.task))
+            if cancel and slot.running is r and slot.child is not None and not r.interrupted:
+                r.interrupted = "cancel"
+                slot.child.interrupt("cancel")
+
+    async def _maintain(self) -> None:
+        await self.queue.reap()
+        now = self.clock()
+        if now - self._last_cleanup >= self.options.cleanup_interval:
+            self._last_cleanup = now
+            await self.queue.cleanup()
+
+    async def _heartbeat(self) -> None:
+        await self.queue.heartbeat(self.worker_id, {
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "concurrency": self.options.concurrency,
+            "running": sum(1 for s in self.slots if s.running is not None),
+            "processed": self.processed, "started_at": self.started_at,
+        }, ttl=self.options.heartbeat_interval * 3)
+
+
+def task_payload(task: Task) -> dict[str, Any]:
+    """What a child needs to run the task (no lease token: children own no state)."""
+    return {
+        "task_id": task.task_id, "plugin_name": task.plugin_name, "task_type": task.task_type,
+        "trade_dates": task.trade_dates, "start_date": task.start_date,
+        "end_date": task.end_date, "params": task.params, "attempt": task.attempt,
+        "checkpoint": task.checkpoint, "records_processed": task.records_processed,
+        "execution_id": task.execution_id,
+    }

@@ -1,0 +1,132 @@
+"""Plugins the worker tests run in real child processes.
+
+Registered with ``STOCKQ_PLUGINS=tests.worker_plugins:PLUGINS``.  They leave evidence
+in files named by their params (pids, environment, counters), since a child shares no
+memory with the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from plugins_bridge.contract import Plugin, failure, success
+from plugins_bridge.progress import current_task, report_progress
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+class Sleeper(Plugin):
+    """Sleeps ``seconds``; with ``pidfile`` records its pid and the pid of a ``sleep``
+    subprocess it starts (which must die with it); ``first_only`` sleeps on attempt 1
+    only."""
+
+    name = "sleeper"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        task = current_task()
+        if params.get("first_only") and task is not None and task.attempt > 1:
+            return success(1)
+        if params.get("pidfile"):
+            proc = subprocess.Popen(["sleep", "300"])
+            Path(params["pidfile"]).write_text(json.dumps({"child": os.getpid(),
+                                                           "sleep": proc.pid}))
+        time.sleep(float(params.get("seconds", 1)))
+        return success(1)
+
+
+class Flaky(Plugin):
+    """Fails with a connection error until it has been called ``fail_times`` times."""
+
+    name = "flaky"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        counter = Path(params["counter"])
+        count = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(count))
+        if count <= int(params.get("fail_times", 2)):
+            raise ConnectionError(f"connection refused (call {count})")
+        return success(count)
+
+
+class EnvDump(Plugin):
+    """Writes the proxy variables it sees to ``out``."""
+
+    name = "envdump"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        names = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY",
+                 "no_proxy")
+        Path(params["out"]).write_text(json.dumps({n: os.environ.get(n) for n in names}))
+        return success(0)
+
+
+class Stepper(Plugin):
+    """Reports progress over ``steps`` steps of ``delay`` seconds."""
+
+    name = "stepper"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        steps = int(params.get("steps", 5))
+        for i in range(1, steps + 1):
+            time.sleep(float(params.get("delay", 0.1)))
+            report_progress(100 * i / steps, records=i * 10, message=f"step {i}")
+        return success(steps * 10)
+
+
+class Dates(Plugin):
+    """One run per trade date; fails at ``fail_on`` the first ``fail_times`` times."""
+
+    name = "dates"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        date = params["trade_date"]
+        _append(params["log"], date)
+        task = current_task()
+        if date == params.get("fail_on"):
+            marker = Path(params["log"] + ".failed")
+            if not marker.exists():
+                marker.write_text("1")
+                return failure("connection reset by peer")
+        return success(5, attempt=task.attempt if task else 0)
+
+
+class Crasher(Plugin):
+    """Exits abruptly (as a segfault or an OOM kill would)."""
+
+    name = "crasher"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        os._exit(int(params.get("code", 3)))
+
+
+class BadParams(Plugin):
+    name = "badparams"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        raise ValueError("ts_code must look like 000001.SZ")
+
+
+class Quick(Plugin):
+    """Succeeds at once; with ``log`` appends ``task_id pid`` (for the chaos test)."""
+
+    name = "quick"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        task = current_task()
+        if params.get("log") and task is not None:
+            _append(params["log"], f"{task.task_id} {os.getpid()} start")
+        time.sleep(float(params.get("seconds", 0)))
+        if params.get("log") and task is not None:
+            _append(params["log"], f"{task.task_id} {os.getpid()} end")
+        return success(1)
+
+
+PLUGINS = [Sleeper(), Flaky(), EnvDump(), Stepper(), Dates(), Crasher(), BadParams(), Quick()]
