@@ -75,15 +75,8 @@ async def create_execution(
                 raise InvalidInput(f"task {i} depends on {j}, which is not another task of it")
     check_acyclic([bt.spec.plugin_name for bt in tasks], [bt.depends_on for bt in tasks])
     eid = execution_id or new_id()
-    ids = [new_id() for _ in tasks]
-    specs = []
-    for tid, bt in zip(ids, tasks, strict=True):
-        fields: dict[str, object] = dict(bt.spec.to_fields(tid))
-        deps = [ids[j] for j in dict.fromkeys(bt.depends_on)]
-        fields["deps"] = deps
-        if deps:
-            fields["depends_on"] = json.dumps(deps)
-        specs.append(fields)
+    ids = _new_ids(len(tasks))
+    shapes, records = _task_records(tasks, ids)
     plugins = list(dict.fromkeys(bt.spec.plugin_name for bt in tasks))
     meta = {
         "execution_id": eid,
@@ -95,7 +88,8 @@ async def create_execution(
     await queue.run(
         "create_execution",
         [queue.keys.execution(eid), queue.keys.execution_tasks(eid)],
-        [json.dumps(meta, ensure_ascii=False), json.dumps(specs, ensure_ascii=False)],
+        [json.dumps(meta, ensure_ascii=False), json.dumps(shapes, ensure_ascii=False),
+         len(tasks), *records],
     )
     log.info("execution.created", execution_id=eid, tasks=len(ids), plugins=plugins[:20],
              trigger=trigger_type)

@@ -20,11 +20,22 @@ _configured = False
 _SECRET_KEYS = ("token", "password", "secret", "authorization", "api_key")
 
 
-def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event):
+_verdicts: dict[str, bool] = {}
+
+
+def _is_secret(key: str) -> bool:
+    verdict = _verdicts.get(key)
+    if verdict is None:
         lowered = key.lower()
-        if any(s in lowered for s in _SECRET_KEYS) and key != "lease_token":
-            event[key] = "***"
+        verdict = any(s in lowered for s in _SECRET_KEYS) and key != "lease_token"
+        if len(_verdicts) < 10_000:
+            _verdicts[key] = verdict
+    return verdict
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in [k for k in event if _is_secret(k)]:
+        event[key] = "***"
     return event
 
 

@@ -106,9 +106,11 @@ class TaskQueue:
         identical work was already pending/running/retrying and its id is returned."""
         tid = task_id or new_id()
         fields = spec.to_fields(tid)
-        created, found = await self.run(
-            "enqueue", [self.keys.dedup(fields["dedup_key"])], [json.dumps(fields)]
-        )
+        args: list[Any] = [tid, spec.plugin_name, fields["priority"]]
+        for name, value in fields.items():
+            if value:
+                args += (name, value)
+        created, found = await self.run("enqueue", [self.keys.dedup(fields["dedup_key"])], args)
         self.log.info(
             "task.enqueued" if created else "task.deduplicated",
             task_id=found, plugin=spec.plugin_name, task_type=spec.task_type.value,

@@ -7,6 +7,7 @@ memory with the test.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -115,17 +116,27 @@ class BadParams(Plugin):
 
 
 class Quick(Plugin):
-    """Succeeds at once; with ``log`` appends ``task_id pid`` (for the chaos test)."""
+    """Succeeds after ``seconds``.  With ``log`` it appends ``task_id pid start|end time``
+    lines, and holds an exclusive lock on ``<log>.<task_id>.lock`` while it runs: a
+    second process running the same task at the same time logs ``conflict``."""
 
     name = "quick"
 
     def run(self, **params: Any) -> dict[str, Any]:
         task = current_task()
+        lock = None
         if params.get("log") and task is not None:
-            _append(params["log"], f"{task.task_id} {os.getpid()} start")
+            lock = open(f"{params['log']}.{task.task_id}.lock", "a")  # noqa: SIM115
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _append(params["log"], f"{task.task_id} {os.getpid()} conflict 0")
+            _append(params["log"], f"{task.task_id} {os.getpid()} start {time.time():.6f}")
         time.sleep(float(params.get("seconds", 0)))
         if params.get("log") and task is not None:
-            _append(params["log"], f"{task.task_id} {os.getpid()} end")
+            _append(params["log"], f"{task.task_id} {os.getpid()} end {time.time():.6f}")
+        if lock is not None:
+            lock.close()  # a killed run releases it when its process dies
         return success(1)
 
 

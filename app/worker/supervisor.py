@@ -57,7 +57,7 @@ class Slot:
     child: ChildProcess | None = None
     running: Running | None = None
     loop_task: asyncio.Task[None] | None = None
-    idle: bool = True
+    waiting: bool = False  # blocked on the doorbell (safe to cancel)
 
 
 @dataclass(slots=True)
@@ -85,6 +85,7 @@ class Supervisor:
         self._stop_now = asyncio.Event()
         self._spare: asyncio.Task[ChildProcess] | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._retiring: list[asyncio.Task[Any]] = []
         self.processed = 0
         self.started_at = clock()
         self._last_cleanup = 0.0
@@ -118,13 +119,15 @@ class Supervisor:
             self._prepare_spare()
             return child
 
-    async def _replace_child(self, slot: Slot) -> None:
+    async def _replace_child(self, slot: Slot, *, dead: bool = False) -> None:
         """Give the slot a fresh child; an old idle one is stopped in the background."""
         old, slot.child = slot.child, None
+        self._retiring = [t for t in self._retiring if not t.done()]
         if old is not None:
-            self._background.append(asyncio.create_task(old.stop()))
-            log.info("worker.recycled", worker=self.worker_id, pid=old.pid,
-                     tasks_run=old.tasks_run)
+            self._retiring.append(asyncio.create_task(old.kill() if dead else old.stop()))
+            if not dead:
+                log.info("worker.recycled", worker=self.worker_id, pid=old.pid,
+                         tasks_run=old.tasks_run)
         slot.child = await self._take_child()
 
     # ------------------------------------------------------------------ main
@@ -171,24 +174,25 @@ class Supervisor:
             self._stopping.set()
 
     async def _drain(self) -> None:
-        for slot in self.slots:  # idle slots wait on the doorbell: stop them now
-            if slot.idle and slot.loop_task is not None:
+        """Stop claiming; give running tasks the grace period, then requeue them."""
+        for slot in self.slots:
+            if slot.waiting and slot.loop_task is not None:
                 slot.loop_task.cancel()
-        busy = [s.loop_task for s in self.slots if s.loop_task is not None]
-        if busy:
-            stop_now = asyncio.create_task(self._stop_now.wait())
-            done, _ = await asyncio.wait([*busy, stop_now], timeout=self.options.shutdown_grace,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            while not stop_now.done() and any(not t.done() for t in busy):
-                remaining = [t for t in busy if not t.done()]
-                done, _ = await asyncio.wait([*remaining, stop_now],
-                                             timeout=self.options.shutdown_grace,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    break
-            stop_now.cancel()
-            self._interrupt_all("shutdown")
-            await asyncio.gather(*busy, return_exceptions=True)
+        pending: set[asyncio.Task[Any]] = {s.loop_task for s in self.slots
+                                           if s.loop_task is not None}
+        stop_now: asyncio.Task[Any] = asyncio.create_task(self._stop_now.wait())
+        deadline = asyncio.get_running_loop().time() + self.options.shutdown_grace
+        while pending and not self._stop_now.is_set():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending | {stop_now}, timeout=remaining,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(stop_now)
+        stop_now.cancel()
+        self._interrupt_all("shutdown")
+        await asyncio.gather(*(s.loop_task for s in self.slots if s.loop_task is not None),
+                             return_exceptions=True)
         for t in self._background:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -211,7 +215,8 @@ class Supervisor:
                 children.append(await self._spare)
             except (asyncio.CancelledError, ChildGone, OSError, TimeoutError):
                 pass
-        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+        await asyncio.gather(*(c.stop() for c in children), *self._retiring,
+                             return_exceptions=True)
 
     async def _every(self, interval: float, job: Any) -> None:
         while True:
@@ -231,9 +236,8 @@ class Supervisor:
             if task is None:
                 if self._stopping.is_set():
                     return
-                slot.idle = True
                 try:
-                    task = await self._claim_or_wait()
+                    task = await self._claim_or_wait(slot)
                     backoff = 0.2
                 except RedisUnavailable as exc:
                     log.warning("worker.redis_unavailable", worker=self.worker_id,
@@ -243,14 +247,20 @@ class Supervisor:
                     continue
                 if task is None:
                     continue
-            slot.idle = False
+            if self._stopping.is_set():  # claimed as the stop began: give it back
+                await self._settle(slot, task, Outcome("shutdown", checkpoint=task.checkpoint))
+                return
             outcome = await self._execute(slot, task)
             task = await self._settle(slot, task, outcome)
 
-    async def _claim_or_wait(self) -> Task | None:
+    async def _claim_or_wait(self, slot: Slot) -> Task | None:
         task = await self.queue.claim(self.worker_id, new_id())
-        if task is None:
-            await self.queue.wait_for_doorbell(self.options.doorbell_timeout)
+        if task is None and not self._stopping.is_set():
+            slot.waiting = True
+            try:
+                await self.queue.wait_for_doorbell(self.options.doorbell_timeout)
+            finally:
+                slot.waiting = False
         return task
 
     async def _execute(self, slot: Slot, task: Task) -> Outcome:
@@ -261,11 +271,17 @@ class Supervisor:
         assert child is not None
         running = Running(task=task, started=time.monotonic(), checkpoint=task.checkpoint)
         slot.running = running
-        log.info("task.started", pid=child.pid, **self._ctx(task))
         try:
             child.send({"type": "run", "task": task_payload(task)})
-        except ChildGone as exc:
-            return await self._child_died(slot, task, str(exc))
+        except ChildGone:  # it died while idle: the task never reached it
+            await self._replace_child(slot, dead=True)
+            child = slot.child
+            assert child is not None
+            try:
+                child.send({"type": "run", "task": task_payload(task)})
+            except ChildGone as exc:
+                return await self._child_died(slot, task, str(exc))
+        log.info("task.started", pid=child.pid, **self._ctx(task))
         deadline = running.started + task.timeout_seconds
         while True:
             try:
