@@ -42,6 +42,30 @@ class FailOutcome:
     next_task: Task | None = None
 
 
+def enqueue_call(keys: Keys, spec: TaskSpec, task_id: str) -> tuple[list[str], list[Any]]:
+    """The extra KEYS and the ARGV (after prefix/now) of ``enqueue.lua`` for ``spec``."""
+    fields = spec.to_fields(task_id)
+    args: list[Any] = [task_id, spec.plugin_name, fields["priority"]]
+    for name, value in fields.items():
+        if value:
+            args += (name, value)
+    return [keys.dedup(fields["dedup_key"])], args
+
+
+def clock_args(keys: Keys, now: float) -> list[Any]:
+    """ARGV[1..3] of every script: prefix, now in ms, now as ISO 8601 (UTC)."""
+    iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+    return [keys.prefix, int(now * 1000), iso]
+
+
+def log_enqueued(log: Any, spec: TaskSpec, task_id: str, created: bool) -> None:
+    log.info(
+        "task.enqueued" if created else "task.deduplicated",
+        task_id=task_id, plugin=spec.plugin_name, task_type=spec.task_type.value,
+        priority=int(spec.priority), trigger=spec.trigger,
+    )
+
+
 def _task_or_none(raw: Any) -> Task | None:
     if not raw:
         return None
@@ -90,10 +114,8 @@ class TaskQueue:
 
     async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Call transition ``name`` with the fixed keys, the prefix and the clock."""
-        now = self.clock()
-        iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
         return await self._scripts.call(
-            name, self._fixed + keys, [self.keys.prefix, int(now * 1000), iso, *args]
+            name, self._fixed + keys, [*clock_args(self.keys, self.clock()), *args]
         )
 
     @property
@@ -104,18 +126,9 @@ class TaskQueue:
     async def enqueue(self, spec: TaskSpec, *, task_id: str | None = None) -> tuple[str, bool]:
         """Queue ``spec``.  Returns ``(task_id, created)``; ``created`` is False when
         identical work was already pending/running/retrying and its id is returned."""
-        tid = task_id or new_id()
-        fields = spec.to_fields(tid)
-        args: list[Any] = [tid, spec.plugin_name, fields["priority"]]
-        for name, value in fields.items():
-            if value:
-                args += (name, value)
-        created, found = await self.run("enqueue", [self.keys.dedup(fields["dedup_key"])], args)
-        self.log.info(
-            "task.enqueued" if created else "task.deduplicated",
-            task_id=found, plugin=spec.plugin_name, task_type=spec.task_type.value,
-            priority=int(spec.priority), trigger=spec.trigger,
-        )
+        created, found = await self.run("enqueue", *enqueue_call(self.keys, spec,
+                                                                  task_id or new_id()))
+        log_enqueued(self.log, spec, str(found), bool(created))
         return str(found), bool(created)
 
     async def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:

@@ -126,7 +126,7 @@ class Quick(Plugin):
         task = current_task()
         lock = None
         if params.get("log") and task is not None:
-            lock = open(f"{params['log']}.{task.task_id}.lock", "a")  # noqa: SIM115
+            lock = open(f"{params['log']}.{task.task_id}.lock", "a")
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

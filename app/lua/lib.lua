@@ -147,7 +147,9 @@ local function count_in_execution(execution_id, status, retention)
     end
 end
 
--- End a task for good.  The caller has validated the transition.  Dependents of a
+-- End a task for good.  The caller has validated the transition and taken the task
+-- out of its ready list or stock:delayed (a running task leaves the lease structures
+-- here).  Dependents of a
 -- completed task are released; dependents of a task that did not complete end
 -- `cancelled` with last_error_type=upstream_failed (transitively).
 local function finish(id, status, error_type, error_message, retention)
@@ -168,9 +170,10 @@ local function finish(id, status, error_type, error_message, retention)
             end
             redis.call('HSET', key, unpack(f))
             redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting')
-            redis.call('SREM', K_RUNNING, tid)
-            redis.call('ZREM', K_LEASES, tid)
-            redis.call('ZREM', K_DELAYED, tid)
+            if t[1] == 'running' then
+                redis.call('SREM', K_RUNNING, tid)
+                redis.call('ZREM', K_LEASES, tid)
+            end
             move_status(tid, t[1], st)
             if t[3] and t[3] ~= '' then
                 local dk = k_dedup(t[3])
@@ -184,7 +187,9 @@ local function finish(id, status, error_type, error_message, retention)
             ended = ended + 1
             local dkey = k_dependents(tid)
             local deps = redis.call('SMEMBERS', dkey)
-            redis.call('DEL', dkey)
+            if #deps > 0 then
+                redis.call('DEL', dkey)
+            end
             for _, dep in ipairs(deps) do
                 local dk2 = k_task(dep)
                 local d = redis.call('HMGET', dk2, 'status', 'priority')
@@ -229,7 +234,7 @@ local function claim_next(worker, token, lease_ms, promote_limit)
             end
             local key = k_task(id)
             local t = redis.call('HMGET', key, 'status', 'waiting', 'schema', 'plugin_name',
-                'timeout_seconds', 'execution_id')
+                'timeout_seconds', 'execution_id', 'attempt')
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
                 if not t[3] then
                     -- pushed by a producer of the original format: index it now
@@ -240,8 +245,8 @@ local function claim_next(worker, token, lease_ms, promote_limit)
                     end
                 end
                 local timeout_ms = (tonumber(t[5]) or 3600) * 1000
-                redis.call('HINCRBY', key, 'attempt', 1)
-                redis.call('HSET', key, 'status', 'running', 'started_at', NOW_ISO,
+                redis.call('HSET', key, 'attempt', fmt_int((tonumber(t[7]) or 0) + 1),
+                    'status', 'running', 'started_at', NOW_ISO,
                     'started_ms', fmt_int(NOW), 'updated_at', NOW_ISO, 'worker', worker,
                     'lease_token', token, 'deadline_at', fmt_int(NOW + timeout_ms),
                     'progress', '0', 'next_run_at', '')

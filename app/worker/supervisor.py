@@ -144,7 +144,8 @@ class Supervisor:
             for slot in self.slots:
                 slot.loop_task = asyncio.create_task(self._slot_loop(slot))
             self._background = [
-                asyncio.create_task(self._every(self.settings.lease_seconds / 3, self._renew)),
+                asyncio.create_task(self._every(min(2.0, self.settings.lease_seconds / 3),
+                                                self._renew)),
                 asyncio.create_task(self._every(self.options.progress_interval, self._flush)),
                 asyncio.create_task(self._every(self.options.maintenance_interval,
                                                 self._maintain)),

@@ -1,0 +1,72 @@
+"""The synchronous producer runs the same transitions as the async TaskQueue."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from app.errors import IllegalTransition, RedisUnavailable, TaskNotFound
+from app.models import TaskSpec, TaskStatus
+from app.producer import Producer
+from app.queue import TaskQueue
+from app.settings import Settings
+from tests.redis_server import RedisServer, free_port
+
+
+def spec(**kw: object) -> TaskSpec:
+    return TaskSpec.build("noop", **kw)  # type: ignore[arg-type]
+
+
+def test_enqueue_dedup_get_cancel(settings: Settings) -> None:
+    with Producer(settings) as p:
+        tid, created = p.enqueue(spec(trade_dates=["2024-01-02"], params={"a": 1}))
+        again, created_again = p.enqueue(spec(trade_dates=["20240102"], params={"a": 1}))
+        assert created and not created_again and again == tid
+        task = p.get(tid)
+        assert task.status == TaskStatus.PENDING and task.trade_dates == ["20240102"]
+        assert task.params == {"a": 1} and task.schema == 1
+        assert p.cancel(tid) == "cancelled"
+        with pytest.raises(IllegalTransition, match="already cancelled"):
+            p.cancel(tid)
+        with pytest.raises(TaskNotFound):
+            p.get("missing")
+
+
+async def test_tasks_it_writes_are_claimed_by_the_async_queue(settings: Settings,
+                                                              queue: TaskQueue) -> None:
+    with Producer(settings) as p:
+        tid, _ = p.enqueue(spec(priority="high"))
+    task = await queue.claim("w")
+    assert task is not None and task.task_id == tid and task.attempt == 1
+
+
+def test_selects_the_database_of_the_url(redis_url: str) -> None:
+    with Producer(Settings(redis_url=redis_url.rsplit("/", 1)[0] + "/3")) as p:
+        tid, _ = p.enqueue(spec())
+    assert redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3").exists(f"stock:task:{tid}")
+    assert not redis.Redis.from_url(redis_url).exists(f"stock:task:{tid}")
+
+
+def test_mode_a_disabled_and_unreachable() -> None:
+    with pytest.raises(RedisUnavailable, match="disabled"):
+        Producer(Settings(redis_enabled=False))
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    with Producer(Settings(redis_url=url)) as p, pytest.raises(RedisUnavailable) as info:
+        p.enqueue(spec())
+    assert time.monotonic() - started < 5
+    assert "s3cret" not in info.value.message and "127.0.0.1" in info.value.message
+
+
+def test_stopped_server_writes_nothing_and_recovers(own_redis: RedisServer) -> None:
+    with Producer(Settings(redis_url=own_redis.url)) as p:
+        p.enqueue(spec(params={"n": 0}))
+        own_redis.stop()
+        with pytest.raises(RedisUnavailable):
+            p.enqueue(spec(params={"n": 1}))
+        own_redis.start()
+        assert redis.Redis.from_url(own_redis.url).dbsize() == 0  # nothing half-written
+        tid, created = p.enqueue(spec(params={"n": 2}))
+        assert created and p.get(tid).status == TaskStatus.PENDING
