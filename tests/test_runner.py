@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from plugins_bridge.runner import classify, classify_message, run_task
     [
         (ConnectionError("refused"), "network"),
         (TimeoutError("slow"), "network"),
-        (socket.timeout("slow"), "network"),
+        (TimeoutError("slow"), "network"),
         (requests.exceptions.ConnectionError("dns"), "network"),
         (requests.exceptions.ReadTimeout("read"), "network"),
         (ValueError("bad ts_code"), "bad_params"),
