@@ -323,13 +323,13 @@ async def test_stats_text_and_json(cli: Cli, queue: TaskQueue, clock: FakeClock)
 
 
 # ------------------------------------------------------------------ run, config, entry
-def test_run_explains_what_is_missing(cli: Cli) -> None:
-    # it needs no Redis to say so
-    proc = cli("run", code=1, env={"STOCKQ_REDIS_ENABLED": "false"})
+def test_run_says_what_is_missing_and_needs_redis(cli: Cli) -> None:
+    proc = cli("run", code=3, env={"STOCKQ_REDIS_ENABLED": "false"})
     assert proc.stdout == ""
     assert "not built yet" in proc.stderr
     for part in ("HTTP sidecar", "scheduler"):
         assert part in proc.stderr
+    assert "Redis is disabled" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,9 @@ async def live_queue(redis_url: str) -> AsyncIterator[TaskQueue]:
 def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(*args: str, **env: str) -> WorkerProcess:
+    def start(*args: str, command: str = "worker", **env: str) -> WorkerProcess:
         w = WorkerProcess(worker_env(redis_url, **env), tmp_path / f"worker{len(started)}.log",
-                          *args)
+                          *args, command=command)
         started.append(w)
         w.wait_started()
         return w
@@ -304,3 +304,13 @@ async def test_proxy_is_set_only_inside_the_task(
         env = proc_environ(pid)
         assert not {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"} & set(env)
     assert w.events("worker.proxy_environment_removed")
+
+
+async def test_stockq_run_runs_the_pool_until_sigterm(
+    live_queue: TaskQueue, start_worker: Any, sync_redis: redis.Redis
+) -> None:
+    daemon = start_worker("--workers", "1", command="run")
+    tid = await submit(live_queue, "quick")
+    wait_status(sync_redis, tid, "completed")
+    assert "not built yet" in daemon.log_path.read_text()
+    assert daemon.stop() == 0

@@ -36,11 +36,12 @@ def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """``python -m app.cli worker`` with its JSON log captured to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str,
+                 command: str = "worker") -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed by stop() or kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker", *args],
+            [sys.executable, "-m", "app.cli", command, *args],
             env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
