@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a worker pool (supervisor + child processes)")
     p.add_argument("--concurrency", type=_positive_int, help="children (default: CPU count)")
     p.add_argument("--max-tasks-per-child", type=_positive_int,
-                   help="recycle a child after this many tasks (default 1000)")
+                   help="recycle a child after this many tasks (default 10000)")
     p.add_argument("--shutdown-grace", type=_seconds, default=30.0,
                    help="seconds running tasks get to finish after SIGTERM (default 30)")
     p.add_argument("--wait-for-redis", action="store_true",

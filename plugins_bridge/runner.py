@@ -99,9 +99,17 @@ def records_of(result: dict[str, Any]) -> int:
         return 0
 
 
-def _run_once(func: Callable[..., Any], kwargs: dict[str, Any]) -> Outcome:
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The task proxy of this worker (read once from the settings by the child)."""
+
+    url: str = ""
+    no_proxy: tuple[str, ...] = ()
+
+
+def _run_once(func: Callable[..., Any], kwargs: dict[str, Any], proxy: ProxyConfig) -> Outcome:
     try:
-        with proxy_context():
+        with proxy_context(proxy.url, proxy.no_proxy):
             result = func(**kwargs)
     except Exception as exc:  # the plugin's failure, classified; never a crash
         kind, message, retry_after = classify(exc)
@@ -121,7 +129,7 @@ def _run_once(func: Callable[..., Any], kwargs: dict[str, Any]) -> Outcome:
 
 
 def run_task(registry: PluginRegistry, task: dict[str, Any],
-             reporter: progress.Reporter | None) -> Outcome:
+             reporter: progress.Reporter | None, proxy: ProxyConfig | None = None) -> Outcome:
     """Run the plugin of ``task`` (a decoded task dict) and return its outcome."""
     name = str(task.get("plugin_name", ""))
     if name not in registry:
@@ -129,6 +137,7 @@ def run_task(registry: PluginRegistry, task: dict[str, Any],
                        error=f"plugin {name!r} is not registered in this worker "
                              f"(known: {', '.join(registry.names()) or 'none'})")
     plugin = registry.get(name)
+    proxy = proxy or ProxyConfig()
     params = dict(task.get("params") or {})
     dates = [str(d) for d in task.get("trade_dates") or []]
     ctx = progress.TaskContext(
@@ -145,21 +154,21 @@ def run_task(registry: PluginRegistry, task: dict[str, Any],
                 kwargs.setdefault("start_date", ctx.start_date)
             if ctx.end_date:
                 kwargs.setdefault("end_date", ctx.end_date)
-            return _run_once(plugin.run, kwargs)
+            return _run_once(plugin.run, kwargs, proxy)
         base = int(task.get("records_processed") or 0) if ctx.checkpoint else 0
-        return _run_dates(plugin.run, ctx, dates, params, base)
+        return _run_dates(plugin.run, ctx, dates, params, base, proxy)
     finally:
         progress.bind(None, None)
 
 
 def _run_dates(func: Callable[..., Any], ctx: progress.TaskContext, dates: list[str],
-               params: dict[str, Any], records: int) -> Outcome:
+               params: dict[str, Any], records: int, proxy: ProxyConfig) -> Outcome:
     """One run per date after the checkpoint; ``records`` starts from earlier attempts."""
     todo = [d for d in sorted(dates) if not ctx.checkpoint or d > ctx.checkpoint]
     done = len(dates) - len(todo)
     checkpoint = ctx.checkpoint
     for date in todo:
-        out = _run_once(func, {**params, "trade_date": date})
+        out = _run_once(func, {**params, "trade_date": date}, proxy)
         records += out.records
         if not out.ok:
             out.records = records

@@ -53,10 +53,11 @@ def main(argv: list[str]) -> int:
     from app.settings import load_settings
     from app.worker.protocol import BlockingChannel
     from plugins_bridge.registry import PluginRegistry
-    from plugins_bridge.runner import Outcome, run_task
+    from plugins_bridge.runner import Outcome, ProxyConfig, run_task
 
     settings = load_settings()
     configure_logging(settings)
+    proxy = ProxyConfig(settings.http_proxy, settings.no_proxy_hosts)
     channel = BlockingChannel(fd_in, fd_out)
     try:
         registry = PluginRegistry.load(settings.plugins)
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
         if load_error:
             out = Outcome(False, error_type="config_error", error=load_error)
         else:
-            out = run_task(registry, task, channel.send)
+            out = run_task(registry, task, channel.send, proxy)
         channel.send(out.to_message(str(task["task_id"])))
 
 

@@ -31,7 +31,7 @@ log = get_logger("stockq.worker")
 @dataclass(slots=True)
 class PoolOptions:
     concurrency: int = max(1, os.cpu_count() or 1)
-    max_tasks_per_child: int = 1000
+    max_tasks_per_child: int = 10_000
     shutdown_grace: float = 30.0  # running tasks may finish within this after SIGTERM
     kill_grace: float = 2.0  # SIGTERM -> SIGKILL of a child's process group
     progress_interval: float = 0.25  # coalesced progress writes per task
@@ -232,13 +232,15 @@ class Supervisor:
     # ------------------------------------------------------------------ slots
     async def _slot_loop(self, slot: Slot) -> None:
         task: Task | None = None
+        just_tried = False  # the last settle already tried to claim and found nothing
         backoff = 0.2
         while True:
             if task is None:
                 if self._stopping.is_set():
                     return
                 try:
-                    task = await self._claim_or_wait(slot)
+                    task = await self._claim_or_wait(slot, skip_claim=just_tried)
+                    just_tried = False
                     backoff = 0.2
                 except RedisUnavailable as exc:
                     log.warning("worker.redis_unavailable", worker=self.worker_id,
@@ -252,10 +254,10 @@ class Supervisor:
                 await self._settle(slot, task, Outcome("shutdown", checkpoint=task.checkpoint))
                 return
             outcome = await self._execute(slot, task)
-            task = await self._settle(slot, task, outcome)
+            task, just_tried = await self._settle(slot, task, outcome)
 
-    async def _claim_or_wait(self, slot: Slot) -> Task | None:
-        task = await self.queue.claim(self.worker_id, new_id())
+    async def _claim_or_wait(self, slot: Slot, *, skip_claim: bool = False) -> Task | None:
+        task = None if skip_claim else await self.queue.claim(self.worker_id, new_id())
         if task is None and not self._stopping.is_set():
             slot.waiting = True
             try:
@@ -283,12 +285,17 @@ class Supervisor:
             except ChildGone as exc:
                 return await self._child_died(slot, task, str(exc))
         log.info("task.started", pid=child.pid, **self._ctx(task))
-        deadline = running.started + task.timeout_seconds
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + task.timeout_seconds, child.interrupt, "timeout")
+        try:
+            return await self._await_outcome(slot, child, task, running)
+        finally:
+            timer.cancel()
+
+    async def _await_outcome(self, slot: Slot, child: ChildProcess, task: Task,
+                             running: Running) -> Outcome:
         while True:
-            try:
-                msg = await asyncio.wait_for(child.inbox.get(), deadline - time.monotonic())
-            except TimeoutError:
-                return await self._timed_out(slot, task)
+            msg = await child.inbox.get()
             if msg is None:
                 return await self._child_died(slot, task, None)
             kind = msg.get("type")
@@ -307,6 +314,8 @@ class Supervisor:
                 )
             elif kind == INTERRUPT:
                 reason = running.interrupted or str(msg.get("reason"))
+                if reason == "timeout":
+                    return await self._timed_out(slot, task)
                 await self._kill(slot, task, reason)
                 return Outcome(reason, checkpoint=running.checkpoint,
                                records=int((running.progress or {}).get("records", 0)))
@@ -345,27 +354,29 @@ class Supervisor:
                        checkpoint=running.checkpoint if running else "")
 
     # ------------------------------------------------------------------ outcomes
-    async def _settle(self, slot: Slot, task: Task, out: Outcome) -> Task | None:
-        """Record the outcome; returns the next task when it could claim one."""
+    async def _settle(self, slot: Slot, task: Task, out: Outcome) -> tuple[Task | None, bool]:
+        """Record the outcome.  Returns the slot's next task (claimed in the same round
+        trip while the pool is not stopping) and whether that claim was tried."""
         slot.running = None
         claim = None if self._stopping.is_set() else self.worker_id
+        tried = claim is not None and out.kind in ("ok", "failed")
         ctx = self._ctx(task)
         backoff = 0.2
         while True:
             try:
-                return await self._record(task, out, claim, ctx)
+                return await self._record(task, out, claim, ctx), tried
             except StaleLease as exc:
                 log.warning("task.lease_lost", error=str(exc), **ctx)
-                return None
+                return None, False
             except RedisUnavailable as exc:
                 if self._stop_now.is_set():
-                    return None
+                    return None, False
                 log.warning("worker.redis_unavailable", error=str(exc), **ctx)
                 await asyncio.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
             except StockqError as exc:  # e.g. the task was deleted meanwhile
                 log.error("task.settle_failed", error=str(exc), **ctx)
-                return None
+                return None, False
 
     async def _record(self, task: Task, out: Outcome, claim: str | None,
                       ctx: dict[str, Any]) -> Task | None:

@@ -1,0 +1,928 @@
+"""Worker-pool benchmark: real ``stockq worker`` processes against their own Redis.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.bench_worker [--drain-n 20000] [--json out.json]
+
+It starts a redis-server on a free loopback port (never 6379) and real
+``python -m app.cli worker --concurrency N`` subprocesses (JSON logs to files in a
+temporary directory, plugins ``plugins_bridge.examples:EXAMPLES`` and
+``bench.plugins:PLUGINS``), and measures:
+
+0. baseline: PING round trips over a bare connection (the transport floor);
+1. drain rate: N noop tasks queued first (create_execution batches), then a worker
+   with ``--concurrency 2`` starts; tasks/s from the first task started to the last
+   completed, from the task hashes (``started_ms`` + ``duration_ms``, written by the
+   supervisor's clock, 1 ms resolution), so the worker's start-up does not count.
+   CPU per task by process (supervisor, children including recycled ones,
+   redis-server, this process) and the CPU other processes used meanwhile come
+   from /proc (Linux only);
+2. submit-to-done latency on that idle pool: one ``TaskQueue.enqueue`` at a time, the
+   timer stops when Redis notifies the task key's EXPIRE (keyspace notifications,
+   which the ended task gets in the same script that marks it completed): event
+   driven, no polling.  A second run polls the status with HGET in a tight loop as a
+   cross-check (granularity: one HGET round trip, printed);
+3. timeout enforcement (``--concurrency 1``): a ``sleep`` task (60 s, timeout 1 s,
+   one attempt) followed by a queued noop: deadline -> task hash failed with
+   ``last_error_type=timeout``, and failed -> the noop ``running``;
+4. memory: VmRSS of the supervisor and of each idle child after the drain;
+5. crash recovery: two workers with ``STOCKQ_LEASE_SECONDS=5``; SIGKILL of the
+   supervisor running a long task, until the other supervisor completed it.
+
+The budgets are printed PASS/MISS at the end.  Worker, Redis and this process share
+the machine's CPUs with whatever else runs: the "other processes" CPU figures say how
+much that was.  ``--phases`` runs a subset; a phase that fails is reported under
+"problems" and the others still run (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import redis
+import redis.asyncio as aioredis
+
+from app.executions import BatchTask, create_execution
+from app.models import TaskSpec
+from app.queue import TaskQueue, new_id
+from app.redis_client import create_client
+from app.settings import PROXY_ENVIRONMENT, Settings
+from bench._redis import BenchRedis
+from bench.bench_core import code_version, setup_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = "plugins_bridge.examples:EXAMPLES,bench.plugins:PLUGINS"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BUDGET_DRAIN = 4_000.0  # tasks/s, --concurrency 2, noop
+BUDGET_LAT_P50_MS = 1.3
+BUDGET_LAT_P99_MS = 3.0
+BUDGET_TIMEOUT_DETECT_S = 0.2  # deadline -> task hash failed/retrying (timeout)
+BUDGET_TIMEOUT_NEXT_S = 1.0  # that -> next queued task running
+BUDGET_SUPERVISOR_RSS_MB = 80.0
+BUDGET_CHILD_RSS_MB = 120.0
+CRASH_SLACK_S = 2.0  # crash recovery budget: lease + this
+
+PHASES = ("drain", "latency", "memory", "timeout", "crash")
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (index 0 = field 3, state)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return _stat(pid)[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    yield int(entry.name)
+            except (OSError, IndexError, ValueError):
+                continue
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """utime+stime of ``pid`` (with ``reaped``: of its waited-for children instead)."""
+    try:
+        f = _stat(pid)
+    except OSError:
+        return 0.0
+    a, b = (13, 14) if reaped else (11, 12)
+    return (int(f[a]) + int(f[b])) / CLK_TCK
+
+
+def status_kb(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def pool_cpu(sup: int) -> tuple[float, float]:
+    """(supervisor CPU s, CPU s of all its children so far, live and reaped)."""
+    live = sum(cpu_seconds(c) for c in children_of(sup))
+    return cpu_seconds(sup), cpu_seconds(sup, reaped=True) + live
+
+
+# ---------------------------------------------------------------- workers
+
+
+def worker_env(redis_url: str, log_level: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("STOCKQ_") and k not in PROXY_ENVIRONMENT
+           and k.lower() != "no_proxy"}
+    env.update(
+        STOCKQ_REDIS_URL=redis_url,
+        STOCKQ_PLUGINS=PLUGINS,
+        STOCKQ_LOG_FORMAT="json",
+        STOCKQ_LOG_LEVEL=log_level,
+        STOCKQ_DATA_DIR=str(data_dir),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """``python -m app.cli worker`` with stdout and stderr (its JSON log and its
+    children's output) in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # closed by stop() / kill()
+        self.spawned_at = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", *args],
+            env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.startswith("{"):
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if name is None or rec.get("event") == name:
+                    out.append(rec)
+        return out
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_started(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.events("worker.started"):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start within {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+        self.started_at = time.time()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+# ---------------------------------------------------------------- raw RESP connection
+
+
+class RawConn(asyncio.Protocol):
+    """A bare Redis connection: every reply or pushed message is parsed by hiredis
+    and queued with the perf_counter() of its arrival (pub/sub and tight polling
+    without redis-py's per-call overhead)."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(encoding="utf-8")
+        self.items: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
+        self.transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, port: int) -> RawConn:
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(cls, "127.0.0.1", port)
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.items.put_nowait((now, reply))
+
+    async def call(self, *args: Any) -> Any:
+        assert self.transport is not None
+        self.transport.write(hiredis.pack_command(args))
+        return (await self.items.get())[1]
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    phase: str
+    name: str
+    value: str
+    note: str = ""
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    failed: bool = False  # a phase raised (its budgets are missing)
+
+    def add(self, phase: str, name: str, value: str, note: str = "") -> None:
+        self.rows.append(Row(phase, name, value, note))
+
+    def budget(self, name: str, value: float | None, budget: float, higher: bool,
+               unit: str) -> None:
+        ok = value is not None and (value >= budget if higher else value <= budget)
+        self.budgets.append({"name": name, "value": value, "budget": budget, "unit": unit,
+                             "direction": ">=" if higher else "<=",
+                             "result": "PASS" if ok else "MISS"})
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p * (len(s) - 1))))]
+
+
+def iso_epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    server: BenchRedis
+    client: aioredis.Redis
+    q: TaskQueue
+    res: Results
+    log_dir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, name: str, concurrency: int, *extra: str, **env: str) -> Worker:
+        w = Worker(worker_env(self.server.url, self.args.log_level, self.log_dir, **env),
+                   self.log_dir / f"{name}.log", "--concurrency", str(concurrency), *extra)
+        self.workers.append(w)
+        return w
+
+    async def hash(self, task_id: str, *names: str) -> dict[str, str]:
+        values = await self.client.hmget(self.q.keys.task(task_id), list(names))
+        return {k: v or "" for k, v in zip(names, values, strict=True)}
+
+    async def wait_status(self, task_id: str, wanted: set[str], timeout: float,
+                          interval: float = 0.005) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        key = self.q.keys.task(task_id)
+        while True:
+            status = await self.client.hget(key, "status")  # type: ignore[misc]
+            if status in wanted:
+                return dict(await self.client.hgetall(key))  # type: ignore[misc]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {status!r} after {timeout} s")
+            await asyncio.sleep(interval)
+
+    async def wait_idle(self, timeout: float = 20.0) -> None:
+        """No running task and the doorbell tokens left by the backlog consumed."""
+        deadline = time.monotonic() + timeout
+        keys = self.q.keys
+        while time.monotonic() < deadline:
+            bell = await self.client.llen(keys.doorbell)  # type: ignore[misc]
+            running = await self.client.scard(keys.running)  # type: ignore[misc]
+            if not bell and not running:
+                return
+            await asyncio.sleep(0.05)
+        self.res.problems.append("pool not idle after the drain (doorbell/running not empty)")
+
+
+# ---------------------------------------------------------------- 1. drain
+
+
+async def fill_execution(b: Bench, n: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, n, b.args.batch):
+        size = min(b.args.batch, n - start)
+        batch = [BatchTask(TaskSpec.build("noop", params={"i": start + k})) for k in range(size)]
+        _, part = await create_execution(b.q, batch, trigger_type="bench")
+        ids += part
+    return ids
+
+
+async def fill_enqueue(b: Bench, n: int, k: int = 16) -> list[str]:
+    specs = [TaskSpec.build("noop", params={"i": i}) for i in range(n)]
+    ids = [new_id() for _ in range(n)]
+
+    async def part(j: int) -> None:
+        for i in range(j, n, k):
+            await b.q.enqueue(specs[i], task_id=ids[i])
+
+    await asyncio.gather(*(part(j) for j in range(k)))
+    return ids
+
+
+async def fill(b: Bench, n: int) -> tuple[list[str], float, str]:
+    """Queue ``n`` noop tasks; returns (ids, seconds, how)."""
+    t0 = time.perf_counter()
+    if b.args.fill == "execution":
+        try:
+            ids = await fill_execution(b, n)
+            return ids, time.perf_counter() - t0, f"create_execution batches of {b.args.batch}"
+        except (NameError, AttributeError) as exc:  # a broken create_execution in app/
+            b.res.problems.append(f"create_execution failed ({type(exc).__name__}: {exc}); "
+                                  "the drain backlog was queued with TaskQueue.enqueue instead")
+            await b.client.flushall()
+            t0 = time.perf_counter()
+    ids = await fill_enqueue(b, n)
+    return ids, time.perf_counter() - t0, "TaskQueue.enqueue, 16 concurrent coroutines"
+
+
+@dataclass
+class Snapshot:
+    done: int
+    sup: float
+    kids: float
+    redis: float
+    bench: float
+    machine: float
+    wall: float
+
+
+async def snapshot(b: Bench, w: Worker) -> Snapshot:
+    done = int(await b.client.hget(b.q.keys.stats, "completed") or 0)  # type: ignore[misc]
+    sup, kids = pool_cpu(w.pid)
+    assert b.server.proc is not None
+    return Snapshot(done, sup, kids, cpu_seconds(b.server.proc.pid), time.process_time(),
+                    machine_busy(), time.monotonic())
+
+
+def load_note(a: Snapshot, z: Snapshot) -> tuple[str, dict[str, float]]:
+    """CPUs busy between two snapshots: ours (pool, Redis, bench) and everything else."""
+    wall = z.wall - a.wall
+    ours = sum(getattr(z, k) - getattr(a, k) for k in ("sup", "kids", "redis", "bench"))
+    other = max(0.0, z.machine - a.machine - ours)
+    load = {"ours_cpus": ours / wall, "other_cpus": other / wall}
+    return (f"CPUs busy: ours {load['ours_cpus']:.2f}, other processes "
+            f"{load['other_cpus']:.2f} (of {os.cpu_count()})"), load
+
+
+async def watch_drain(b: Bench, w: Worker, n: int) -> tuple[Snapshot, Snapshot]:
+    """Snapshots of CPU time at the first completed task seen and at the last one."""
+    deadline = time.monotonic() + 60 + n / 500
+    first: Snapshot | None = None
+    while True:
+        snap = await snapshot(b, w)
+        if first is None and snap.done > 0:
+            first = snap
+        if snap.done >= n:
+            assert first is not None
+            return first, snap
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"worker exited during the drain:\n{w.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"drain stalled at {snap.done}/{n}:\n{w.tail()}")
+        await asyncio.sleep(0.01 if first is None else 0.05)
+
+
+async def task_times(b: Bench, ids: list[str]) -> tuple[list[float], list[float]]:
+    """(started, completed) epoch seconds of every task, from its hash."""
+    starts, ends = [], []
+    for i in range(0, len(ids), 5000):
+        pipe = b.client.pipeline(transaction=False)
+        for tid in ids[i:i + 5000]:
+            pipe.hmget(b.q.keys.task(tid), ["status", "started_ms", "duration_ms"])
+        for status, started, duration in await pipe.execute():
+            if status != "completed" or not started or not duration:
+                raise RuntimeError(f"task ended {status!r} in the drain")
+            starts.append(int(started) / 1000)
+            ends.append((int(started) + int(duration)) / 1000)
+    return starts, ends
+
+
+def window_rates(ends: list[float], first: float, width: float = 0.5) -> tuple[float, float]:
+    """Slowest and fastest completion rate over full windows of ``width`` s."""
+    buckets: dict[int, int] = {}
+    for t in ends:
+        buckets[int((t - first) // width)] = buckets.get(int((t - first) // width), 0) + 1
+    full = [buckets.get(k, 0) / width for k in range(int((max(ends) - first) // width))]
+    return (min(full), max(full)) if full else (0.0, 0.0)
+
+
+async def phase_drain(b: Bench) -> Worker:
+    args, res = b.args, b.res
+    n = args.drain_n
+    await b.client.flushall()
+    ids, fill_s, how = await fill(b, n)
+    res.add("drain", "queued before the worker starts", f"{n:,} noop",
+            f"{how}: {fill_s:.2f} s ({n / fill_s:,.0f}/s)")
+    extra = ("--max-tasks-per-child", str(args.max_tasks_per_child)) \
+        if args.max_tasks_per_child else ()
+    w = b.start_worker("drain", args.drain_concurrency, *extra)
+    a, z = await watch_drain(b, w, n)
+    starts, ends = await task_times(b, ids)
+    t_first, t_last = min(starts), max(ends)
+    rate = n / (t_last - t_first)
+    lo, hi = window_rates(ends, t_first)
+    res.info["drain"] = {"tasks": n, "seconds": t_last - t_first, "rate": rate,
+                         "startup_s": t_first - w.spawned_at}
+    res.add("drain", f"drain rate, --concurrency {args.drain_concurrency}", f"{rate:,.0f}/s",
+            f"{n:,} tasks in {t_last - t_first:.2f} s, first started -> last completed "
+            f"(task hashes, 1 ms); 0.5 s windows {lo:,.0f}-{hi:,.0f}/s")
+    res.add("drain", "worker start-up (not counted)", f"{t_first - w.spawned_at:.2f} s",
+            "spawn of `stockq worker` -> first task started")
+    done = z.done - a.done
+    if done > 0:
+        per = {k: (getattr(z, k) - getattr(a, k)) / done * 1e6
+               for k in ("sup", "kids", "redis", "bench")}
+        note, load = load_note(a, z)
+        res.info["drain"].update(cpu_us_per_task=per, load=load)
+        res.add("drain", "CPU per task", f"{sum(per.values()):.0f} us",
+                f"supervisor {per['sup']:.0f} + children {per['kids']:.0f} + redis-server "
+                f"{per['redis']:.0f} + bench {per['bench']:.0f} us (over {done:,} tasks); "
+                + note)
+    recycled, spawned = len(w.events("worker.recycled")), len(w.events("worker.spawned"))
+    res.add("drain", "children recycled / spawned", f"{recycled} / {spawned}",
+            f"max_tasks_per_child={args.max_tasks_per_child or 'default (1000)'}")
+    res.budget(f"drain rate, noop, --concurrency {args.drain_concurrency}", rate,
+               BUDGET_DRAIN, True, "tasks/s")
+    return w
+
+
+# ---------------------------------------------------------------- 4. memory
+
+
+def phase_memory(b: Bench, w: Worker) -> None:
+    res = b.res
+    sup_rss = status_kb(w.pid, "VmRSS") / 1024
+    sup_hwm = status_kb(w.pid, "VmHWM") / 1024
+    kids = sorted(children_of(w.pid))
+    kid_rss = {c: status_kb(c, "VmRSS") / 1024 for c in kids}
+    kid_hwm = {c: status_kb(c, "VmHWM") / 1024 for c in kids}
+    res.info["memory"] = {"supervisor_rss_mb": sup_rss, "supervisor_hwm_mb": sup_hwm,
+                          "children_rss_mb": kid_rss, "children_hwm_mb": kid_hwm,
+                          "supervisor_rss_at_start_mb": res.info.get("rss_at_start_mb")}
+    start = res.info.get("rss_at_start_mb")
+    res.add("memory", "supervisor VmRSS, idle after the drain", f"{sup_rss:.1f} MB",
+            f"peak (VmHWM) {sup_hwm:.1f} MB" + (f"; {start:.1f} MB before it" if start else ""))
+    worst = max(kid_rss.values()) if kid_rss else None
+    res.add("memory", f"idle children VmRSS ({len(kids)}: slots + spare)",
+            ", ".join(f"{v:.1f}" for v in kid_rss.values()) + " MB",
+            "peaks " + ", ".join(f"{v:.1f}" for v in kid_hwm.values()) + " MB")
+    res.budget("supervisor RSS, idle after the drain", sup_rss, BUDGET_SUPERVISOR_RSS_MB,
+               False, "MB")
+    res.budget("idle child RSS (largest)", worst, BUDGET_CHILD_RSS_MB, False, "MB")
+
+
+# ---------------------------------------------------------------- 2. latency
+
+
+async def latency_notify(b: Bench, n: int, warm: int,
+                         gap: float) -> tuple[list[float], dict[str, float]]:
+    """Enqueue -> the EXPIRE keyspace event of the task key (set when it ends).
+
+    Also returns the mean split of that time by the task hash's timestamps (1 ms
+    resolution, truncated: corrected by their mean error): submit -> claimed
+    (started_ms), claimed -> completed (duration_ms), completed -> event seen here."""
+    await b.client.config_set("notify-keyspace-events", "Kg")
+    sub = await RawConn.open(b.server.port)
+    epoch = time.time() - time.perf_counter()
+    try:
+        await sub.call("PSUBSCRIBE", f"__keyspace@0__:{b.q.keys.task('*')}")
+        samples: list[float] = []
+        split: list[tuple[float, float, float]] = []
+        for i in range(warm + n):
+            tid = new_id()
+            chan = f"__keyspace@0__:{b.q.keys.task(tid)}"
+            spec = TaskSpec.build("noop", params={"lat": i})
+            t0 = time.perf_counter()
+            await b.q.enqueue(spec, task_id=tid)
+            while True:
+                t1, msg = await asyncio.wait_for(sub.items.get(), 10)
+                if msg[0] == "pmessage" and msg[2] == chan and msg[3] == "expire":
+                    break
+            h = await b.hash(tid, "status", "started_ms", "duration_ms")
+            if h["status"] != "completed":
+                b.res.problems.append(f"latency task {tid} ended {h['status']!r}")
+            elif i >= warm:
+                samples.append((t1 - t0) * 1000)
+                # the scripts' ms stamps are truncated: +0.5 ms is their mean error
+                claimed = int(h["started_ms"]) + 0.5 - (t0 + epoch) * 1000
+                ran = int(h["duration_ms"])
+                split.append((claimed, ran, (t1 - t0) * 1000 - claimed - ran))
+            await asyncio.sleep(gap)
+        means = [statistics.fmean(x) for x in zip(*split, strict=True)]
+        return samples, dict(zip(("claimed", "ran", "seen"), means, strict=True))
+    finally:
+        sub.close()
+        await b.client.config_set("notify-keyspace-events", "")
+
+
+async def latency_poll(b: Bench, n: int, warm: int, gap: float) -> tuple[list[float], float]:
+    """Enqueue -> an HGET status in a tight loop answers completed."""
+    conn = await RawConn.open(b.server.port)
+    try:
+        samples, rtts = [], []
+        for i in range(warm + n):
+            tid = new_id()
+            key = b.q.keys.task(tid)
+            spec = TaskSpec.build("noop", params={"poll": i})
+            t0 = time.perf_counter()
+            await b.q.enqueue(spec, task_id=tid)
+            polls = 0
+            tp = time.perf_counter()
+            while await conn.call("HGET", key, "status") != "completed":
+                polls += 1
+            t1 = time.perf_counter()
+            if i >= warm:
+                samples.append((t1 - t0) * 1000)
+                rtts.append((t1 - tp) / (polls + 1) * 1e6)
+            await asyncio.sleep(gap)
+        return samples, statistics.median(rtts)
+    finally:
+        conn.close()
+
+
+async def phase_latency(b: Bench, w: Worker) -> None:
+    args, res = b.args, b.res
+    n, warm, gap = args.latency_n, 20, args.latency_gap_ms / 1000
+    gc.collect()
+    a = await snapshot(b, w)
+    ev, split = await latency_notify(b, n, warm, gap)
+    z = await snapshot(b, w)
+    note, load = load_note(a, z)
+    per = {k: (getattr(z, k) - getattr(a, k)) / (n + warm) * 1e6 for k in ("sup", "kids", "redis")}
+    p50, p99 = statistics.median(ev), pct(ev, 0.99)
+    res.info["latency_notify_ms"] = {"p50": p50, "p90": pct(ev, 0.9), "p99": p99,
+                                     "max": max(ev), "mean": statistics.fmean(ev),
+                                     "mean_split_ms": split, "load": load,
+                                     "cpu_us_per_task": per}
+    res.add("latency", f"submit -> completed, idle pool, {n} tasks (event)",
+            f"p50 {p50:.3f} / p99 {p99:.3f} ms",
+            f"p90 {pct(ev, 0.9):.3f}, max {max(ev):.3f} ms; timer stops at the keyspace "
+            f"event (no polling); {args.latency_gap_ms:g} ms between tasks; " + note)
+    res.add("latency", "  mean split (task hash, 1 ms stamps)",
+            f"{split['claimed']:.2f} + {split['ran']:.2f} + {split['seen']:.2f} ms",
+            f"submit -> claimed + claimed -> completed (dispatch, child, complete script) + "
+            f"-> event seen; CPU per task: supervisor {per['sup']:.0f}, children "
+            f"{per['kids']:.0f}, redis-server {per['redis']:.0f} us")
+    gc.collect()
+    pl, rtt = await latency_poll(b, n, warm, gap)
+    res.info["latency_poll_ms"] = {"p50": statistics.median(pl), "p90": pct(pl, 0.9),
+                                   "p99": pct(pl, 0.99), "max": max(pl), "poll_rtt_us": rtt}
+    res.add("latency", f"submit -> completed, idle pool, {n} tasks (poll)",
+            f"p50 {statistics.median(pl):.3f} / p99 {pct(pl, 0.99):.3f} ms",
+            f"cross-check: HGET status in a tight loop, granularity ~{rtt:.0f} us "
+            f"(median poll round trip); the busy poller competes for the CPUs")
+    res.budget("submit->done latency p50 (event)", p50, BUDGET_LAT_P50_MS, False, "ms")
+    res.budget("submit->done latency p99 (event)", p99, BUDGET_LAT_P99_MS, False, "ms")
+
+
+# ---------------------------------------------------------------- 3. timeout
+
+
+async def timeout_once(b: Bench, i: int) -> tuple[float, float, float, str]:
+    slow, nxt = new_id(), new_id()
+    await b.q.enqueue(TaskSpec.build("sleep", params={"seconds": 60, "t": i},
+                                     timeout_seconds=1, max_attempts=1), task_id=slow)
+    await b.q.enqueue(TaskSpec.build("noop", params={"after": i}), task_id=nxt)
+    await b.wait_status(nxt, {"completed", "failed"}, timeout=30, interval=0.01)
+    a = await b.hash(slow, "status", "last_error_type", "started_ms", "duration_ms",
+                     "deadline_at")
+    n = await b.hash(nxt, "status", "started_ms", "duration_ms")
+    if a["status"] not in ("failed", "retrying") or a["last_error_type"] != "timeout":
+        raise RuntimeError(f"timed-out task ended {a['status']}/{a['last_error_type']}")
+    failed_ms = int(a["started_ms"]) + int(a["duration_ms"])
+    detect = (failed_ms - int(a["deadline_at"])) / 1000
+    to_next = (int(n["started_ms"]) - failed_ms) / 1000
+    next_done = (int(n["started_ms"]) + int(n["duration_ms"]) - failed_ms) / 1000
+    return detect, to_next, next_done, a["status"]
+
+
+async def phase_timeout(b: Bench) -> None:
+    args, res = b.args, b.res
+    await b.client.flushall()
+    w = b.start_worker("timeout", 1)
+    await w.wait_started()
+    await asyncio.sleep(0.5)  # let the spare child come up
+    runs = [await timeout_once(b, i) for i in range(args.timeout_repeats)]
+    w.stop()
+    detect, to_next, done = ([r[k] for r in runs] for k in range(3))
+    codes = sorted({str(e.get("exit_code")) for e in w.events("worker.killed")})
+    res.info["timeout"] = {"detect_s": detect, "next_running_s": to_next,
+                           "next_completed_s": done, "child_exit_codes": codes}
+    res.add("timeout", f"deadline -> hash failed (timeout), {len(runs)} runs",
+            f"median {statistics.median(detect):.3f} / max {max(detect):.3f} s",
+            f"sleep(60) task, timeout 1 s, 1 attempt; --concurrency 1; hash timestamps "
+            f"(1 ms); killed children exit codes {', '.join(codes)}")
+    res.add("timeout", "failed -> next queued task running",
+            f"median {statistics.median(to_next):.3f} / max {max(to_next):.3f} s",
+            f"claimed in the fail round trip (claim_for); it completed after median "
+            f"{statistics.median(done):.3f} / max {max(done):.3f} s on the warm spare child")
+    res.budget("timeout: deadline -> failed (max)", max(detect), BUDGET_TIMEOUT_DETECT_S,
+               False, "s")
+    res.budget("timeout: failed -> next running (max)", max(to_next), BUDGET_TIMEOUT_NEXT_S,
+               False, "s")
+
+
+# ---------------------------------------------------------------- 5. crash recovery
+
+
+def owner(workers: list[Worker], worker_id: str) -> Worker:
+    pid = int(worker_id.rsplit(":", 2)[1])
+    for w in workers:
+        if w.pid == pid:
+            return w
+    raise RuntimeError(f"task owned by unknown worker {worker_id}")
+
+
+async def crash_once(b: Bench, pool: list[Worker], i: int, delay: float) -> dict[str, Any]:
+    tid = new_id()
+    await b.q.enqueue(TaskSpec.build("bench_slow_first", params={"seconds": 60, "c": i}),
+                      task_id=tid)
+    h = await b.wait_status(tid, {"running"}, timeout=10)
+    victim = owner(pool, h["worker"])
+    kids = list(children_of(victim.pid))
+    await asyncio.sleep(delay)
+    t_kill = time.time()
+    victim.kill()
+    pool.remove(victim)
+    h = await b.wait_status(tid, {"completed", "failed"}, timeout=b.args.lease + 30)
+    started2 = int(h["started_ms"]) / 1000
+    done = started2 + int(h["duration_ms"]) / 1000
+    await asyncio.sleep(0.2)
+    lost = [e for w in pool for e in w.events("task.worker_lost") if e.get("task_id") == tid]
+    return {"status": h["status"], "attempt": int(h["attempt"]),
+            "finisher_is_other": owner(pool, h["worker"]) is not victim,
+            "reaped_s": iso_epoch(lost[0]["timestamp"]) - t_kill if lost else None,
+            "started_s": started2 - t_kill, "completed_s": done - t_kill,
+            "orphans": [k for k in kids if pid_alive(k)]}
+
+
+async def phase_crash(b: Bench) -> None:
+    args, res = b.args, b.res
+    await b.client.flushall()
+    lease = str(args.lease)
+    pool = [b.start_worker(f"crash{k}", 1, STOCKQ_LEASE_SECONDS=lease) for k in range(2)]
+    for w in pool:
+        await w.wait_started()
+    runs = []
+    for i in range(args.crash_repeats):
+        if i:
+            w = b.start_worker(f"crash{i + 1}", 1, STOCKQ_LEASE_SECONDS=lease)
+            await w.wait_started()
+            pool.append(w)
+        await asyncio.sleep(0.3)
+        # kill at different points of the lease renewal cycle (every lease/3, <= 2 s)
+        delay = 0.3 + min(2.0, args.lease / 3) * i / args.crash_repeats
+        runs.append(await crash_once(b, pool, i, delay))
+    for w in pool:
+        w.stop()
+    res.info["crash"] = runs
+    bad = [r for r in runs if r["status"] != "completed" or r["attempt"] != 2
+           or not r["finisher_is_other"]]
+    for r in bad:
+        res.problems.append(f"crash recovery run ended oddly: {r}")
+    comp = [r["completed_s"] for r in runs]
+    reaped = [r["reaped_s"] for r in runs if r["reaped_s"] is not None]
+    orphans = sum(len(r["orphans"]) for r in runs)
+    res.add("crash", f"SIGKILL supervisor -> completed elsewhere, {len(runs)} runs",
+            f"median {statistics.median(comp):.2f} / max {max(comp):.2f} s",
+            f"STOCKQ_LEASE_SECONDS={args.lease:g}; kill time vs the task hash's stamps; "
+            "reaped after "
+            + ", ".join(f"{x:.2f}" for x in reaped) + " s; attempt 2 started after "
+            + ", ".join(f"{r['started_s']:.2f}" for r in runs)
+            + f" s; children of the killed supervisor still alive: {orphans}")
+    res.budget(f"crash recovery (max), lease {args.lease:g} s", max(comp),
+               args.lease + CRASH_SLACK_S, False, "s")
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_report(res: Results) -> None:
+    print("== machine")
+    for k, v in res.machine.items():
+        print(f"  {k:<18} {v}")
+    print("== parameters")
+    print("  " + ", ".join(f"{k}={v}" for k, v in res.params.items()))
+    print("\n== results")
+    width = max((len(r.name) for r in res.rows), default=20)
+    vwidth = max((len(r.value) for r in res.rows), default=10)
+    print(f"  {'phase':<8} {'measurement':<{width}}  {'value':<{vwidth}}  note")
+    print("  " + "-" * (width + vwidth + 40))
+    for r in res.rows:
+        print(f"  {r.phase:<8} {r.name:<{width}}  {r.value:<{vwidth}}  {r.note}")
+    if res.problems:
+        print("\n== problems")
+        for p in res.problems:
+            print(f"  - {p}")
+    print("\n== budgets")
+    if res.failed:
+        print("  (a phase failed, see problems: its budgets are missing here)")
+    for bud in res.budgets:
+        v = bud["value"]
+        shown = "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}")
+        print(f"  {bud['result']:<4}  {bud['name']:<46} {shown:>9} {bud['direction']} "
+              f"{bud['budget']:,g} {bud['unit']}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_worker", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--drain-n", type=int, default=20_000, help="noop tasks drained")
+    p.add_argument("--drain-concurrency", type=int, default=2)
+    p.add_argument("--fill", choices=("execution", "enqueue"), default="execution",
+                   help="how the drain backlog is queued: create_execution batches (falls "
+                        "back to enqueue when create_execution is broken) or TaskQueue.enqueue")
+    p.add_argument("--batch", type=int, default=5_000, help="tasks per create_execution")
+    p.add_argument("--max-tasks-per-child", type=int, default=0,
+                   help="passed to the drain worker (0: the worker's default)")
+    p.add_argument("--latency-n", type=int, default=500, help="tasks per latency run")
+    p.add_argument("--latency-gap-ms", type=float, default=2.0,
+                   help="pause between latency tasks, so the pool is idle when one comes")
+    p.add_argument("--timeout-repeats", type=int, default=5)
+    p.add_argument("--crash-repeats", type=int, default=2)
+    p.add_argument("--lease", type=float, default=5.0, help="STOCKQ_LEASE_SECONDS (crash)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"),
+                   help="STOCKQ_LOG_LEVEL of the workers (default info, as in production)")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--keep-logs", metavar="DIR", help="write the worker logs here and keep them")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    return args
+
+
+async def machine_info(b: Bench) -> dict[str, Any]:
+    info = await b.client.info("server")
+    return {
+        "cpu_count": f"{os.cpu_count()} (usable {len(os.sched_getaffinity(0))})",
+        "platform": platform.platform(),
+        "python": sys.version.split()[0] + f" ({platform.python_implementation()}, "
+                  f"{sys.executable})",
+        "redis-py": redis.__version__,
+        "redis-server": f"{info['redis_version']} (port {b.server.port})",
+        "code": code_version(),
+        "worker logs": f"JSON, level {b.args.log_level}, to files in {b.log_dir}"
+                       + ("" if b.args.keep_logs else " (removed at the end; --keep-logs DIR)"),
+        "loadavg at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+async def phase_baseline(b: Bench, n: int = 500) -> None:
+    """The transport floor: PING round trips from this process over a bare connection."""
+    conn = await RawConn.open(b.server.port)
+    try:
+        rtts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await conn.call("PING")
+            rtts.append((time.perf_counter() - t0) * 1e6)
+            await asyncio.sleep(0.001)  # idle between pings, like the latency phase
+    finally:
+        conn.close()
+    b.res.info["ping_rtt_us"] = {"p50": statistics.median(rtts), "p99": pct(rtts, 0.99)}
+    b.res.add("baseline", "Redis PING round trip, idle, bare connection",
+              f"p50 {statistics.median(rtts):.0f} / p99 {pct(rtts, 0.99):.0f} us",
+              "two process hops on this machine (loopback TCP, wake-ups included); "
+              "submit -> done takes 8 hops: bench-Redis, Redis-supervisor (doorbell), "
+              "claim, supervisor-child and back, complete, notification")
+
+
+async def pool_phases(b: Bench, phases: set[str]) -> None:
+    """drain, then memory and latency on the same (idle) pool."""
+    if "drain" in phases:
+        w = b.start_worker("drain-rss", b.args.drain_concurrency)  # RSS before any task
+        await w.wait_started()
+        await asyncio.sleep(0.5)
+        b.res.info["rss_at_start_mb"] = status_kb(w.pid, "VmRSS") / 1024
+        w.stop()
+        w = await phase_drain(b)
+    else:
+        w = b.start_worker("pool", b.args.drain_concurrency)
+        await w.wait_started()
+    await b.wait_idle()
+    await asyncio.sleep(1.0)
+    if "memory" in phases:
+        phase_memory(b, w)
+    if "latency" in phases:
+        await phase_latency(b, w)
+    w.stop()
+
+
+async def run_phases(b: Bench) -> None:
+    """Each group of phases in turn; an error is recorded and the next group runs."""
+    phases = set(b.args.phases.split(","))
+    groups: list[tuple[str, Any]] = [("baseline", phase_baseline)]
+    if phases & {"drain", "latency", "memory"}:
+        groups.append(("drain/memory/latency", lambda b: pool_phases(b, phases)))
+    if "timeout" in phases:
+        groups.append(("timeout", phase_timeout))
+    if "crash" in phases:
+        groups.append(("crash", phase_crash))
+    for name, run_group in groups:
+        try:
+            await run_group(b)
+        except Exception as exc:  # report it, stop what the group started, go on
+            b.res.problems.append(f"{name} phase failed: {type(exc).__name__}: {exc}")
+            b.res.failed = True
+            for w in b.workers:
+                w.kill()
+
+
+async def run(args: argparse.Namespace) -> Results:
+    res = Results(params={k: v for k, v in vars(args).items() if k not in ("json",)})
+    log_dir = Path(args.keep_logs or tempfile.mkdtemp(prefix="stockq-bench-worker-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging("json")  # this process: production log config, rendered to /dev/null
+    with BenchRedis() as server:
+        settings = Settings(redis_url=server.url, plugins=())
+        client = create_client(settings)
+        b = Bench(args, server, client, TaskQueue(client, settings), res, log_dir)
+        try:
+            res.machine = await machine_info(b)
+            started = time.perf_counter()
+            await run_phases(b)
+            res.info["bench_seconds"] = time.perf_counter() - started
+            res.machine["loadavg at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        finally:
+            for w in b.workers:
+                w.kill()
+            await b.q.aclose()
+            await client.aclose()
+            if not args.keep_logs:
+                shutil.rmtree(log_dir, ignore_errors=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    res = asyncio.run(run(args))
+    print_report(res)
+    print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": res.machine, "params": res.params,
+                       "rows": [asdict(r) for r in res.rows], "info": res.info,
+                       "budgets": res.budgets, "problems": res.problems}, f, indent=2)
+        print(f"results written to {args.json}")
+    return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
