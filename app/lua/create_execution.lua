@@ -3,78 +3,91 @@
 -- until they complete; the others are claimable at once.  Counters start at zero and
 -- are updated by the transitions that end each task.
 --
--- Built for large batches (10,000 tasks in one call): the tasks come as flat ARGV
--- records (no per-task JSON), the fields tasks share are sent once per "shape", and
--- every write that can take many members is one command per chunk of CHUNK members
--- (indexes, the execution's task list, the ready queues, the doorbell, the stats).
--- Only the task hash, its dedup key and its dependency sets are written per task.
+-- Built for large batches (10,000 tasks in one call): tasks come as flat ARGV records
+-- (no per-task JSON to decode), the hash fields tasks share are sent once per "shape",
+-- and every write that takes many members is one command per CHUNK members (indexes,
+-- the execution's task list, the ready queues, the dedup keys, each dependents set, the
+-- doorbell, the stats).  Per task there remain its hash (a COPY of an earlier task of
+-- the batch and an HSET of its own fields) and, for a dependency, its dependents set.
+-- Everything is checked before the first write: all tasks are created or none.
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- KEYS[FIXED+1] stock:execution:{id};  KEYS[FIXED+2]  stock:execution:{id}:tasks
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      execution JSON: execution_id, trigger_type, group_name, date_range, plugins
--- ARGV[5]      shapes JSON: list of shapes, each a list of strings
---              [plugin_name, priority, field1, value1, field2, value2, ...]: the non-empty
---              spec fields (as TaskSpec.to_fields writes them) its tasks share
--- ARGV[6]      n, the number of tasks
--- ARGV[7..6+6n]  n records of 6 strings, in submission order:
---              task id, shape (1-based index into ARGV[5]), params, dedup_key,
---              depends_on (JSON list of task ids), waiting (number of dependencies);
---              '' for a field the task does not have (no params, no dependencies)
--- ARGV[7+6n..] dependency groups, each: task id, count c, then the c ids of the tasks of
---              this batch that wait for it (they go to the task's dependents set)
+-- ARGV[5]      shapes JSON: a list of shapes, each a list of strings
+--              [plugin_name, priority, field1, value1, field2, value2, ...]: the spec
+--              fields (as TaskSpec.to_fields writes them, empty ones left out) that its
+--              tasks share, i.e. all but task_id, params and dedup_key
+-- ARGV[6]      runs JSON: [shape, count, shape, count, ...]: the shape (1-based index
+--              into ARGV[5]) of each task, in submission order, run-length encoded
+-- ARGV[7..]    one record per task, in submission order: task id, params, dedup_key,
+--              waiting ('' for params and waiting when the task has none); when waiting
+--              is a number c > 0 (its dependencies), then also depends_on (JSON list of
+--              task ids) and the c ids of the tasks of this batch it waits for
 -- Returns      number of tasks created
 
-local CHUNK = 500 -- members per multi-member command (well inside Lua's unpack limit)
-local WIDTH = 6
-local FIRST = 7
+local CHUNK = 500 -- members per multi-member command, well inside Lua's unpack limit
+local FIRST = 7   -- ARGV index of the first task record
 
 local ek, tk = KEYS[FIXED + 1], KEYS[FIXED + 2]
 local e = cjson.decode(ARGV[4])
 local shapes = cjson.decode(ARGV[5])
-local n = tonumber(ARGV[6])
+local runs = cjson.decode(ARGV[6])
 local eid = e['execution_id']
 if redis.call('EXISTS', ek) == 1 then
     reject('conflict', 'execution ' .. eid .. ' already exists')
 end
--- the whole layout is checked before the first write (Redis does not roll back)
-if not n or n < 1 or #ARGV < FIRST - 1 + n * WIDTH then
-    reject('invalid', 'create_execution: malformed task records')
+
+local function malformed(what)
+    reject('invalid', 'create_execution: malformed ' .. what)
 end
-local dep_start = FIRST + n * WIDTH
-do
-    local i = dep_start
-    while i <= #ARGV do
-        local c = tonumber(ARGV[i + 1])
-        if not c or c < 1 or i + 1 + c > #ARGV then
-            reject('invalid', 'create_execution: malformed dependency groups')
-        end
-        i = i + 2 + c
-    end
-end
--- per shape: the hash fields every task of it gets (slot 2 takes the task id), their
--- count, its plugin and ready queue
-local templates, lens, plugins_of, queues_of = {}, {}, {}, {}
+
+-- Check the whole payload before the first write (Redis does not roll back).
+-- Per shape: the hash fields its tasks share and their count, the plugin, the queue.
+local shared, lens, plugins_of, queues_of = {}, {}, {}, {}
 for s, shape in ipairs(shapes) do
-    if type(shape[1]) ~= 'string' or shape[1] == '' then
-        reject('invalid', 'create_execution: shape ' .. s .. ' has no plugin')
+    if type(shape[1]) ~= 'string' or shape[1] == '' or #shape % 2 ~= 0 then
+        malformed('shape ' .. s)
     end
     local h = {
-        'task_id', '', 'schema', '1', 'status', 'pending', 'progress', '0',
-        'records_processed', '0', 'attempt', '0', 'created_at', NOW_ISO,
-        'updated_at', NOW_ISO, 'execution_id', eid,
+        'schema', '1', 'status', 'pending', 'progress', '0', 'records_processed', '0',
+        'attempt', '0', 'created_at', NOW_ISO, 'updated_at', NOW_ISO, 'execution_id', eid,
     }
-    for i = 3, #shape do
-        h[#h + 1] = shape[i]
+    for i = 2, #shape do
+        if type(shape[i]) ~= 'string' then
+            malformed('shape ' .. s)
+        end
+        if i > 2 then
+            h[#h + 1] = shape[i]
+        end
     end
-    templates[s], lens[s] = h, #h
+    shared[s], lens[s] = h, #h
     plugins_of[s] = shape[1]
     queues_of[s] = prio_of(shape[2]) + 1
 end
-for i = 0, n - 1 do
-    if not templates[tonumber(ARGV[FIRST + i * WIDTH + 1])] then
-        reject('invalid', 'create_execution: task ' .. (i + 1) .. ' has an unknown shape')
+local n, p = 0, FIRST
+for r = 1, #runs, 2 do
+    local s, c = runs[r], runs[r + 1]
+    if not shared[s] or type(c) ~= 'number' or c < 1 or c % 1 ~= 0 then
+        malformed('runs')
     end
+    for _ = 1, c do
+        local waiting = ARGV[p + 3]
+        if waiting == '' then
+            p = p + 4
+        else
+            local w = tonumber(waiting)
+            if not w or w < 1 or w % 1 ~= 0 then
+                malformed('task records')
+            end
+            p = p + 5 + w
+        end
+    end
+    n = n + c
+end
+if n < 1 or p ~= #ARGV + 1 then
+    malformed('task records')
 end
 
 -- cmd key list[a..b] for consecutive slices of `step` items of list
@@ -97,87 +110,158 @@ redis.call('HSET', ek, 'execution_id', eid, 'schema', '1', 'status', 'pending',
     'started_at', '', 'completed_at', '')
 redis.call('ZADD', K_EXECUTIONS, NOW, eid)
 
-local score = fmt_int(NOW)
-local ids, scored = {}, {}          -- ids in order; score, id, score, id, ...
-local by_plugin, plugin_list = {}, {}
-local ready = {{}, {}, {}}
-local ready_count = 0
-for i = 0, n - 1 do
-    local p = FIRST + i * WIDTH
-    local id = ARGV[p]
-    local s = tonumber(ARGV[p + 1])
-    local params, dedup, depends, waiting = ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5]
-    local h, m = templates[s], lens[s]
-    h[2] = id
-    if params ~= '' then
-        h[m + 1], h[m + 2], m = 'params', params, m + 2
+-- Task hashes: the first task of each shape (and set of own fields) is written in full,
+-- its own fields first; the next ones are a COPY of it (which duplicates the encoded
+-- hash in one step) and an HSET of their own fields, which replaces all of the copied
+-- task's: much cheaper than an HSET of all ~20 fields.  Without COPY (Redis < 6.2), or
+-- when a task key exists (it gets the fields written into it), a hash is written in full.
+local own = {'task_id', ''}          -- the fields of the task at hand
+local full = {}
+local source_of = {}                 -- shape -> own fields present -> key to copy
+local copy_ok = true
+
+-- Write a task hash in full (own fields first); remember it as the source to copy for
+-- its shape and own fields (byp) when it is new.
+local function write_full(key, s, byp, present, m)
+    if not byp[present] and redis.call('EXISTS', key) == 0 then
+        byp[present] = key
     end
-    if dedup ~= '' then
-        h[m + 1], h[m + 2], m = 'dedup_key', dedup, m + 2
+    local h, len = shared[s], lens[s]
+    for j = 1, m do
+        full[j] = own[j]
     end
-    if depends ~= '' then
-        h[m + 1], h[m + 2], m = 'depends_on', depends, m + 2
+    for j = 1, len do
+        full[m + j] = h[j]
     end
-    if waiting ~= '' then
-        h[m + 1], h[m + 2], m = 'waiting', waiting, m + 2
-    else
-        local r = ready[queues_of[s]]
-        r[#r + 1] = id
-        ready_count = ready_count + 1
-    end
-    redis.call('HSET', k_task(id), unpack(h, 1, m))
-    if dedup ~= '' then
-        redis.call('SET', k_dedup(dedup), id, 'NX')
-    end
-    ids[i + 1] = id
-    scored[2 * i + 1], scored[2 * i + 2] = score, id
-    local plugin = plugins_of[s]
-    local members = by_plugin[plugin]
-    if not members then
-        members = {}
-        by_plugin[plugin] = members
-        plugin_list[#plugin_list + 1] = plugin
-    end
-    members[#members + 1] = id
+    redis.call('HSET', key, unpack(full, 1, m + len))
 end
 
+local score = fmt_int(NOW)
+local ids, scored = {}, {}           -- ids in order; score, id, score, id, ...
+local ready = {{}, {}, {}}           -- ready ids by queue, in order
+local plugin_list, ranges_of = {}, {} -- plugin -> {first, last, first, last, ...} of ids
+local dep_list, waiters_of = {}, {}  -- dependency id -> ids of the tasks waiting for it
+local dedup_seen, dedup_kv = {}, {}  -- dedup key, id of the first task with that digest
+local i = 0
+p = FIRST
+for r = 1, #runs, 2 do
+    local s, c = runs[r], runs[r + 1]
+    local ready_q = ready[queues_of[s]]
+    local plugin = plugins_of[s]
+    local ranges = ranges_of[plugin]
+    if not ranges then
+        ranges = {}
+        ranges_of[plugin] = ranges
+        plugin_list[#plugin_list + 1] = plugin
+    end
+    ranges[#ranges + 1] = i + 1
+    ranges[#ranges + 1] = i + c
+    local byp = source_of[s]
+    if not byp then
+        byp = {}
+        source_of[s] = byp
+    end
+    for _ = 1, c do
+        local id, params, dedup, waiting = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3]
+        local m, present = 2, 0
+        own[2] = id
+        if params ~= '' then
+            own[3], own[4], m, present = 'params', params, 4, 1
+        end
+        if dedup ~= '' then
+            own[m + 1], own[m + 2], m, present = 'dedup_key', dedup, m + 2, present + 2
+        end
+        if waiting == '' then
+            ready_q[#ready_q + 1] = id
+            p = p + 4
+        else
+            own[m + 1], own[m + 2] = 'depends_on', ARGV[p + 4]
+            own[m + 3], own[m + 4], m, present = 'waiting', waiting, m + 4, present + 4
+            local last = p + 4 + tonumber(waiting)
+            for d = p + 5, last do
+                local dep = ARGV[d]
+                local w = waiters_of[dep]
+                if w == nil then
+                    waiters_of[dep] = id -- one waiter: kept as a string
+                    dep_list[#dep_list + 1] = dep
+                elseif type(w) == 'string' then
+                    waiters_of[dep] = {w, id}
+                else
+                    w[#w + 1] = id
+                end
+            end
+            p = last + 1
+        end
+        local key, src = k_task(id), byp[present]
+        local copied = false
+        if src and copy_ok then
+            local res = redis.pcall('COPY', src, key)
+            if type(res) == 'table' then
+                copy_ok = false -- an error reply: no COPY before Redis 6.2
+            else
+                copied = res == 1 -- 0: the key exists
+            end
+        end
+        if copied then
+            redis.call('HSET', key, unpack(own, 1, m))
+        else
+            write_full(key, s, byp, present, m)
+        end
+        if dedup ~= '' and not dedup_seen[dedup] then
+            dedup_seen[dedup] = true
+            dedup_kv[#dedup_kv + 1] = k_dedup(dedup)
+            dedup_kv[#dedup_kv + 1] = id
+        end
+        i = i + 1
+        ids[i] = id
+        scored[2 * i - 1], scored[2 * i] = score, id
+    end
+end
+
+-- dedup keys: SET NX each, done as one MSETNX per chunk when none of its keys exists
+-- (MSETNX sets all or nothing); a chunk with an existing key is done key by key
+for a = 1, #dedup_kv, 2 * CHUNK do
+    local b = math.min(a + 2 * CHUNK - 1, #dedup_kv)
+    if redis.call('MSETNX', unpack(dedup_kv, a, b)) == 0 then
+        for j = a, b, 2 do
+            redis.call('SET', dedup_kv[j], dedup_kv[j + 1], 'NX')
+        end
+    end
+end
 chunked('ZADD', K_ALL, scored, 2 * CHUNK)
 chunked('ZADD', k_status_index('pending'), scored, 2 * CHUNK)
 for _, plugin in ipairs(plugin_list) do
-    local members = by_plugin[plugin]
-    if #members == n then
-        chunked('ZADD', k_plugin_index(plugin), scored, 2 * CHUNK)
-    else
-        local sc = {}
-        for j, id in ipairs(members) do
-            sc[2 * j - 1], sc[2 * j] = score, id
+    local sc = scored
+    if #plugin_list > 1 then
+        sc = {}
+        local ranges = ranges_of[plugin]
+        for r = 1, #ranges, 2 do
+            for j = ranges[r], ranges[r + 1] do
+                sc[#sc + 1] = score
+                sc[#sc + 1] = ids[j]
+            end
         end
-        chunked('ZADD', k_plugin_index(plugin), sc, 2 * CHUNK)
     end
+    chunked('ZADD', k_plugin_index(plugin), sc, 2 * CHUNK)
 end
 chunked('SADD', K_PLUGINS, plugin_list, CHUNK)
 redis.call('HINCRBY', K_STATS, 'enqueued', n)
 chunked('RPUSH', tk, ids, CHUNK)
-
--- dependents sets: SADD k_dependents(dep) waiting ids
-local i = dep_start
-while i <= #ARGV do
-    local dep, c = ARGV[i], tonumber(ARGV[i + 1])
-    local dkey = k_dependents(dep)
-    for a = i + 2, i + 1 + c, CHUNK do
-        local b = a + CHUNK - 1
-        if b > i + 1 + c then
-            b = i + 1 + c
-        end
-        redis.call('SADD', dkey, unpack(ARGV, a, b))
+for _, dep in ipairs(dep_list) do
+    local w = waiters_of[dep]
+    if type(w) == 'string' then
+        redis.call('SADD', k_dependents(dep), w)
+    else
+        chunked('SADD', k_dependents(dep), w, CHUNK)
     end
-    i = i + 2 + c
 end
 
 -- ready tasks: one LPUSH per queue (in submission order, as push_ready would), and the
 -- doorbell tokens push_ready would leave (at most DOORBELL_MAX) in one LPUSH + LTRIM
+local ready_count = 0
 for q = 1, 3 do
     chunked('LPUSH', K_QUEUES[q], ready[q], CHUNK)
+    ready_count = ready_count + #ready[q]
 end
 if ready_count > 0 then
     local tokens = {}
