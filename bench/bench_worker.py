@@ -69,6 +69,12 @@ from bench._redis import BenchRedis
 from bench.bench_core import code_version, setup_logging
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_recycle() -> str:
+    from app.worker.supervisor import PoolOptions
+
+    return f"default ({PoolOptions().max_tasks_per_child})"
 PLUGINS = "plugins_bridge.examples:EXAMPLES,bench.plugins:PLUGINS"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -493,7 +499,7 @@ async def phase_drain(b: Bench) -> Worker:
                 + note)
     recycled, spawned = len(w.events("worker.recycled")), len(w.events("worker.spawned"))
     res.add("drain", "children recycled / spawned", f"{recycled} / {spawned}",
-            f"max_tasks_per_child={args.max_tasks_per_child or 'default (1000)'}")
+            f"max_tasks_per_child={args.max_tasks_per_child or _default_recycle()}")
     res.budget(f"drain rate, noop, --concurrency {args.drain_concurrency}", rate,
                BUDGET_DRAIN, True, "tasks/s")
     return w
