@@ -415,6 +415,22 @@ async def phase_chained(q: TaskQueue, res: Results, n: int) -> None:
         client, "complete(claim_for=...) chained, 1 client (0 pending)", n, op,
         "1 EVALSHA per task: ends one, claims the next"))
 
+    # two chains on the same client, as the two slots of `stockq worker --concurrency 2`
+    await client.flushall()
+    await enqueue_seq(q, [spec() for _ in range(n + 2)])
+    heads = [await q.claim("bench-a"), await q.claim("bench-b")]
+
+    async def chain(head: Any, worker: str, count: int) -> None:
+        for _ in range(count):
+            head = await q.complete(head, claim_for=worker)
+
+    async def both() -> None:
+        await asyncio.gather(chain(heads[0], "bench-a", n // 2), chain(heads[1], "bench-b", n // 2))
+
+    res.rows.append(await timed_block(
+        client, "complete(claim_for=...) 2 chains, 1 client (0 pending)", n // 2 * 2, both,
+        "2 coroutines pipelined on one connection, like a 2-slot pool"))
+
 
 async def phase_concurrent(q: TaskQueue, res: Results, n: int, k: int) -> None:
     client = q.client
