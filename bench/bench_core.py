@@ -30,6 +30,7 @@ import inspect
 import itertools
 import json
 import os
+import pickle
 import platform
 import statistics
 import sys
@@ -283,6 +284,20 @@ async def phase_baseline(q: TaskQueue, res: Results, n: int) -> None:
                                      "redis-py asyncio floor"))
     res.rows.append(await timed_rate(client, "baseline: EVALSHA 'return 1', enqueue's args", n,
                                      shaped, "12 keys + 4 args"))
+
+    # What a minimal queue's enqueue costs right now on this machine: a sync redis-py
+    # LPUSH of a ~300-byte pickled message (Huey's enqueue is this one command).
+    sync_client = redis.Redis.from_url(q.settings.redis_url)
+    payload = pickle.dumps({"id": "00000000-0000-0000-0000-000000000000", "name": "noop",
+                            "args": (), "kwargs": {"i": 1}, "retries": 3, "eta": None,
+                            "priority": 1, "expires": None, "on_complete": None})
+
+    async def lpush(i: int) -> None:
+        sync_client.lpush("bench:minimal-queue", payload)
+
+    res.rows.append(await timed_rate(client, "baseline: sync redis-py LPUSH (a minimal enqueue)",
+                                     n, lpush, "the one command of Huey's enqueue; no index"))
+    sync_client.close()
 
 
 async def phase_empty(q: TaskQueue, res: Results, n: int) -> None:
