@@ -142,7 +142,7 @@ class Supervisor:
                 slot.child = child
             self._prepare_spare()
             for slot in self.slots:
-                slot.loop_task = asyncio.create_task(self._slot_loop(slot))
+                slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
             self._background = [
                 asyncio.create_task(self._every(min(2.0, self.settings.lease_seconds / 3),
                                                 self._renew)),
@@ -226,10 +226,27 @@ class Supervisor:
                 await job()
             except RedisUnavailable as exc:
                 log.warning("worker.redis_unavailable", worker=self.worker_id, error=str(exc))
-            except StockqError as exc:
-                log.error("worker.maintenance_error", worker=self.worker_id, error=str(exc))
+            except Exception as exc:  # a bug must not stop renewals or the reaper
+                log.exception("worker.maintenance_error", worker=self.worker_id,
+                              error=str(exc))
 
     # ------------------------------------------------------------------ slots
+    async def _guarded_slot(self, slot: Slot) -> None:
+        """Run a slot; an unexpected error is logged and the slot starts over (the
+        task it held, if any, is recovered through its lease)."""
+        while True:
+            try:
+                await self._slot_loop(slot)
+                return
+            except Exception as exc:
+                log.exception("worker.slot_error", worker=self.worker_id, slot=slot.index,
+                              error=str(exc))
+                slot.running = None
+                if slot.child is not None:
+                    await slot.child.kill()
+                    slot.child = None
+                await asyncio.sleep(1.0)
+
     async def _slot_loop(self, slot: Slot) -> None:
         task: Task | None = None
         just_tried = False  # the last settle already tried to claim and found nothing
