@@ -178,8 +178,8 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
 
 
 NOT_BUILT = (
-    "HTTP sidecar (`stockq api`)",
     "scheduler (`stockq scheduler`)",
+    "the built-in TuShare plugins and the ClickHouse audit",
 )
 
 
@@ -195,6 +195,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.max_tasks_per_child is not None:
         options.max_tasks_per_child = args.max_tasks_per_child
     return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from app.daemon import serve_api
+
+    settings = load_settings()
+    configure_logging(settings)
+    return asyncio.run(serve_api(settings, args.host or settings.api_host,
+                                 args.port or settings.api_port))
 
 
 def _positive_int(text: str) -> int:
@@ -218,19 +227,21 @@ def _seconds(text: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The all-in-one daemon.  Today it runs the worker pool; the sidecar and the
-    scheduler join it when they are built (it says so at start-up)."""
-    from app.worker.main import run_worker
+    """The all-in-one daemon: the HTTP sidecar and a worker pool in one process (the
+    scheduler joins when it is built; it says so at start-up)."""
+    from app.daemon import run_all
     from app.worker.supervisor import PoolOptions
 
     settings = load_settings()
     configure_logging(settings)
-    print("stockq run: starting the worker pool; not built yet: " + "; ".join(NOT_BUILT),
-          file=sys.stderr)
+    print("stockq run: starting " + ("the sidecar and " if not args.no_api else "")
+          + "the worker pool; not built yet: " + "; ".join(NOT_BUILT), file=sys.stderr)
     options = PoolOptions()
     if args.workers is not None:
         options.concurrency = args.workers
-    return asyncio.run(run_worker(settings, options, wait=False))
+    return asyncio.run(run_all(settings, options, api=not args.no_api,
+                               host=args.host or settings.api_host,
+                               port=args.port or settings.api_port))
 
 
 # ------------------------------------------------------------------ parser
@@ -288,8 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait for Redis at start instead of exiting")
     p.set_defaults(sync_func=cmd_worker)
 
-    p = sub.add_parser("run", help="run the all-in-one daemon (today: the worker pool)")
+    p = sub.add_parser("api", help="run the HTTP sidecar")
+    p.add_argument("--host", help="bind address (default STOCKQ_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, help="port (default STOCKQ_API_PORT or 8080)")
+    p.set_defaults(sync_func=cmd_api)
+
+    p = sub.add_parser("run", help="run the all-in-one daemon (sidecar + worker pool)")
     p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")
+    p.add_argument("--host", help="sidecar bind address (default STOCKQ_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, help="sidecar port (default 8080)")
+    p.add_argument("--no-api", action="store_true", help="run without the HTTP sidecar")
     p.set_defaults(sync_func=cmd_run)
     return parser
 

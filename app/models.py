@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -394,8 +394,10 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (timestamps ISO 8601; the lease token is not exposed)."""
-        out = asdict(self)
-        out.pop("lease_token")
+        out = {f.name: getattr(self, f.name) for f in _TASK_FIELDS}  # shallow: no deep copy
+        out["trade_dates"] = list(self.trade_dates)
+        out["params"] = dict(self.params)
+        out["depends_on"] = list(self.depends_on)
         out["status"] = self.status.value
         out["priority"] = int(self.priority)
         out["priority_name"] = self.priority.name.lower()
@@ -403,6 +405,9 @@ class Task:
                     "deadline_at"):
             out[key] = _iso(getattr(self, key))
         return out
+
+
+_TASK_FIELDS = tuple(f for f in fields(Task) if f.name != "lease_token")
 
 
 @dataclass(slots=True)

@@ -301,8 +301,9 @@ class TaskQueue:
 
     # ------------------------------------------------------------ reads
     async def get(self, task_id: str) -> Task:
-        with redis_errors(self.settings):
-            raw = await self.client.hgetall(self.keys.task(task_id))  # type: ignore[misc]
+        raw = await self._scripts.command("HGETALL", self.keys.task(task_id))
         if not raw:
             raise TaskNotFound(task_id)
+        if isinstance(raw, list):  # the script connection answers RESP2 pairs
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         return Task.from_hash(raw)

@@ -42,6 +42,10 @@ def unavailable(settings: Settings, exc: BaseException) -> RedisUnavailable:
     return RedisUnavailable(f"Redis at {settings.redis_url_redacted} is unreachable: {exc}")
 
 
+_REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS",
+             "NOAUTH", "NOPERM", "CLUSTERDOWN", "TRYAGAIN")
+
+
 @contextmanager
 def redis_errors(settings: Settings) -> Iterator[None]:
     """Turn connection failures and refusals inside the block into RedisUnavailable
@@ -55,9 +59,10 @@ def redis_errors(settings: Settings) -> Iterator[None]:
         # keys) with a protocol error instead of NOAUTH, then drops the connection.
         if str(exc).startswith(("NOAUTH", "Protocol error: unauthenticated")):
             raise unavailable(settings, exc) from None
-        if "user_script" in str(exc):  # a fault in a stockq script, not in Redis
-            raise StockqError(f"internal error in a stockq script: {exc}") from None
         # READONLY replica, OOM, MISCONF, ...: Redis is there but cannot take the change
+        # (also when a script's write is refused); anything else from a script is ours
+        if "user_script" in str(exc) and not str(exc).startswith(_REFUSALS):
+            raise StockqError(f"internal error in a stockq script: {exc}") from None
         raise RedisUnavailable(
             f"Redis at {settings.redis_url_redacted} refused the operation: {exc}"
         ) from None

@@ -74,8 +74,9 @@ class _Protocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             fut.set_exception(ConnectionError("connection to Redis is closed"))
             return fut
+        packed = hiredis.pack_command(args)  # may raise: then nothing is queued or sent
         self.waiters.append((fut, loop.time()))
-        self.transport.write(hiredis.pack_command(args))
+        self.transport.write(packed)
         return fut
 
 

@@ -133,6 +133,13 @@ class Scripts:
         await self._channel.call("SCRIPT", "LOAD", script_source(name))
         return await self._channel.call("EVALSHA", script_sha(name), len(keys), *keys, *args)
 
+    async def command(self, *args: Any) -> Any:
+        """A plain Redis command over the script connection (cheap hot-path reads)."""
+        with redis_errors(self._settings):
+            if self._channel is None:
+                return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return await self._channel.call(*args)
+
     async def aclose(self) -> None:
         if self._channel is not None:
             await self._channel.aclose()

@@ -80,7 +80,7 @@ def _check_url(url: str, source: str) -> None:
 class Settings:
     """Typed settings; build with :func:`load_settings` (or directly in tests)."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
     redis_enabled: bool = True
     redis_connect_timeout: float = 2.0
     key_prefix: str = "stock"
@@ -101,8 +101,14 @@ class Settings:
     # leases and retention
     lease_seconds: float = 30.0
     retention_seconds: float = 7 * 24 * 3600.0
+    # HTTP sidecar
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = field(default="", repr=False)
+    api_max_body: int = 1024 * 1024
+    api_cors_origins: tuple[str, ...] = ()
     # TuShare HTTP proxy, applied only inside task execution (plugins_bridge.proxy)
-    http_proxy: str = ""
+    http_proxy: str = field(default="", repr=False)  # may hold a password
     no_proxy: tuple[str, ...] = ()
 
     @property
@@ -128,6 +134,8 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("retry_base_seconds", "STOCKQ_RETRY_BASE_SECONDS", float, 0),
     ("retry_max_seconds", "STOCKQ_RETRY_MAX_SECONDS", float, 0),
     ("lease_seconds", "STOCKQ_LEASE_SECONDS", float, 1),
+    ("api_port", "STOCKQ_API_PORT", int, 1),
+    ("api_max_body", "STOCKQ_API_MAX_BODY", int, 1024),
 )
 
 
@@ -203,6 +211,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values = _redis_values(env)
     values.update(_proxy_values(env))
+    if env.get("STOCKQ_API_HOST"):
+        values["api_host"] = env["STOCKQ_API_HOST"].strip()
+    if env.get("STOCKQ_API_TOKEN"):
+        values["api_token"] = env["STOCKQ_API_TOKEN"]
+    if env.get("STOCKQ_API_CORS_ORIGINS"):
+        values["api_cors_origins"] = tuple(
+            o.strip() for o in env["STOCKQ_API_CORS_ORIGINS"].split(",") if o.strip())
     if env.get("STOCKQ_DATA_DIR"):
         values["data_dir"] = Path(env["STOCKQ_DATA_DIR"]).expanduser()
     if env.get("STOCKQ_PLUGINS"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 from app.models import TaskSpec
 from app.queue import TaskQueue
 from app.settings import Settings
+from tests.redis_server import free_port
 from tests.workers import (
     WorkerProcess,
     children_of,
@@ -306,11 +308,19 @@ async def test_proxy_is_set_only_inside_the_task(
     assert w.events("worker.proxy_environment_removed")
 
 
-async def test_stockq_run_runs_the_pool_until_sigterm(
-    live_queue: TaskQueue, start_worker: Any, sync_redis: redis.Redis
+async def test_stockq_run_serves_the_api_and_runs_the_pool_until_sigterm(
+    start_worker: Any, sync_redis: redis.Redis
 ) -> None:
-    daemon = start_worker("--workers", "1", command="run")
-    tid = await submit(live_queue, "quick")
+    port = free_port()
+    daemon = start_worker("--workers", "1", "--port", str(port), command="run")
+    assert daemon.events("api.started")[0]["port"] == port
+    body = json.dumps({"plugin_name": "quick"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/tasks", data=body,
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 202
+        tid = json.loads(resp.read())["task_id"]
     wait_status(sync_redis, tid, "completed")
     assert "not built yet" in daemon.log_path.read_text()
     assert daemon.stop() == 0
+    assert daemon.events("api.stopped") and daemon.events("worker.stopped")

@@ -1,6 +1,7 @@
 -- complete: a running attempt succeeded.  Ends the task `completed`, releases its
 -- dependents and counts it in its execution; optionally claims the supervisor's next
--- task in the same step (finish + claim = one round trip).
+-- task in the same step (finish + claim = one round trip).  The attempt's duration
+-- (since started_ms) is counted in the stats histogram (lib.lua: observe_duration).
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
@@ -27,6 +28,7 @@ local started = tonumber(redis.call('HGET', key, 'started_ms'))
 if started then
     f[#f + 1] = 'duration_ms'
     f[#f + 1] = fmt_int(NOW - started)
+    observe_duration(NOW - started)
 end
 redis.call('HSET', key, unpack(f))
 local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]))

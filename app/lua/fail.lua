@@ -2,7 +2,9 @@
 -- `retrying`: the task waits in stock:delayed until next_run_at, computed as
 -- min(cap, base * 2^(attempt-1)) with equal jitter (half fixed, half random), or
 -- retry_after (+ up to 10% jitter) when the caller knows the wait (a rate limit).
--- Otherwise the task ends `failed` (non-retryable errors fail at once).
+-- Otherwise the task ends `failed` (non-retryable errors fail at once).  Whatever the
+-- outcome, the attempt's duration (since started_ms) is counted in the stats histogram
+-- (lib.lua: observe_duration).
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:task:{id}
 -- ARGV[1..3]   prefix, now_ms, now_iso
@@ -42,6 +44,7 @@ local started = tonumber(t[4])
 if started then
     f[#f + 1] = 'duration_ms'
     f[#f + 1] = fmt_int(NOW - started)
+    observe_duration(NOW - started)
 end
 redis.call('HSET', key, unpack(f))
 if etype == 'timeout' then

@@ -119,6 +119,31 @@ local function bump_stats(field, plugin)
     end
 end
 
+-- Task duration histogram: every attempt that ends in complete.lua or fail.lua counts in
+-- the stats hash: duration_bucket:<le> for the smallest bucket (seconds) it fits
+-- (non-cumulative counts; /metrics makes them cumulative), duration_count and
+-- duration_sum_ms.  The bounds must match DURATION_BUCKETS in app/api/health.py.
+local DURATION_BUCKETS = {
+    {100, '0.1'}, {500, '0.5'}, {1000, '1'}, {5000, '5'}, {10000, '10'}, {30000, '30'},
+    {60000, '60'}, {300000, '300'}, {900000, '900'}, {3600000, '3600'},
+}
+
+local function observe_duration(ms)
+    if ms < 0 then
+        ms = 0  -- the claiming and the ending host's clocks disagree
+    end
+    local le = '+Inf'
+    for _, b in ipairs(DURATION_BUCKETS) do
+        if ms <= b[1] then
+            le = b[2]
+            break
+        end
+    end
+    redis.call('HINCRBY', K_STATS, 'duration_bucket:' .. le, 1)
+    redis.call('HINCRBY', K_STATS, 'duration_count', 1)
+    redis.call('HINCRBY', K_STATS, 'duration_sum_ms', fmt_int(ms))
+end
+
 -- Execution counters: O(1) per task end; ends the execution when all tasks ended.
 local function count_in_execution(execution_id, status, retention)
     if not execution_id or execution_id == '' then

@@ -1,0 +1,113 @@
+"""The sidecar's request and response models (validation and OpenAPI from one place)."""
+
+from __future__ import annotations
+
+from app.api.schema import Field, Model
+
+MAX_DATES = 10_000
+DATE = "YYYYMMDD or YYYY-MM-DD (a real calendar date)"
+
+_TASK_FIELDS = (
+    Field("task_type", ("string",), enum=("incremental", "full", "backfill"),
+          description="default incremental"),
+    Field("trade_dates", ("array",), items="string", max_items=MAX_DATES,
+          description=f"non-empty list of trade dates, {DATE}"),
+    Field("start_date", ("string",), max_length=10, description=DATE),
+    Field("end_date", ("string",), max_length=10, description=DATE),
+    Field("priority", ("string", "integer"), enum=("high", "normal", "low"), minimum=0,
+          maximum=2, description="high|normal|low or 0-2 (0 is high); default normal"),
+    Field("timeout_seconds", ("integer",), minimum=1, maximum=7 * 24 * 3600,
+          description="wall-clock limit per attempt; default from the plugin"),
+    Field("max_attempts", ("integer",), minimum=1, maximum=20,
+          description="attempts before the task fails for good"),
+    Field("params", ("object",), description="keyword arguments passed to the plugin"),
+    Field("user_id", ("string",), max_length=200),
+    Field("username", ("string",), max_length=200),
+)
+
+TASK_SUBMIT = Model(
+    "TaskSubmit",
+    (Field("plugin_name", ("string",), required=True, max_length=200), *_TASK_FIELDS),
+    description="A plugin run to queue.",
+    example={"plugin_name": "daily", "task_type": "backfill",
+             "trade_dates": ["20240102", "20240103"], "priority": "high"},
+)
+
+EXECUTION_SUBMIT = Model(
+    "ExecutionSubmit",
+    (
+        Field("plugins", ("array",), items="string", max_items=1000,
+              description="plugins to run (with their dependencies); or give group"),
+        Field("group", ("string",), max_length=200, description="a plugin group"),
+        Field("include_optional", ("boolean",),
+              description="also run optional dependencies (default false)"),
+        *_TASK_FIELDS,
+    ),
+    description="A batch of plugin runs, dependency-ordered; `plugins` or `group`.",
+    example={"plugins": ["daily"], "task_type": "incremental"},
+)
+
+ERROR = Model("Error", (Field("error", ("object",), required=True,
+                              description="{code, message}"),),
+              description='Every error: {"error": {"code": ..., "message": ...}}')
+
+TASK = Model(
+    "Task",
+    (
+        Field("task_id", ("string",), required=True),
+        Field("plugin_name", ("string",), required=True),
+        Field("task_type", ("string",)),
+        Field("status", ("string",), required=True,
+              enum=("pending", "running", "retrying", "completed", "failed", "cancelled")),
+        Field("trade_dates", ("array",), items="string"),
+        Field("start_date", ("string",)),
+        Field("end_date", ("string",)),
+        Field("params", ("object",)),
+        Field("priority", ("integer",)),
+        Field("priority_name", ("string",)),
+        Field("progress", ("number",)),
+        Field("records_processed", ("integer",)),
+        Field("error_message", ("string",)),
+        Field("last_error_type", ("string",)),
+        Field("attempt", ("integer",)),
+        Field("max_attempts", ("integer",)),
+        Field("timeout_seconds", ("integer",)),
+        Field("created_at", ("string",), nullable=True),
+        Field("updated_at", ("string",), nullable=True),
+        Field("started_at", ("string",), nullable=True),
+        Field("completed_at", ("string",), nullable=True),
+        Field("next_run_at", ("string",), nullable=True),
+        Field("deadline_at", ("string",), nullable=True),
+        Field("execution_id", ("string",)),
+        Field("trigger", ("string",)),
+        Field("retry_of", ("string",)),
+        Field("retried_by", ("string",)),
+        Field("depends_on", ("array",), items="string"),
+        Field("worker", ("string",)),
+        Field("checkpoint", ("string",)),
+        Field("created", ("boolean",), description="on submit: false when deduplicated"),
+    ),
+    extra=True,
+)
+
+EXECUTION = Model(
+    "Execution",
+    (
+        Field("execution_id", ("string",), required=True),
+        Field("status", ("string",), required=True,
+              enum=("pending", "running", "completed", "failed", "cancelled")),
+        Field("trigger_type", ("string",)),
+        Field("group_name", ("string",)),
+        Field("plugins", ("array",), items="string"),
+        Field("total", ("integer",)),
+        Field("completed", ("integer",)),
+        Field("failed", ("integer",)),
+        Field("cancelled", ("integer",)),
+        Field("pending", ("integer",)),
+        Field("task_ids", ("array",), items="string"),
+        Field("tasks", ("array",), items="object"),
+        Field("errors", ("array",), items="object",
+              description="failed or cancelled tasks: task_id, plugin, error type, message"),
+    ),
+    extra=True,
+)

@@ -1,0 +1,76 @@
+"""``/openapi.json``: generated from the route table and the models the handlers
+validate with (there is no hand-kept copy to drift)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.api.models import ERROR
+from app.api.schema import Model
+
+_STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Invalid input", 401: "Missing or wrong "
+                "bearer token", 404: "Not found", 409: "Not possible in the current state",
+                413: "Request body too large", 503: "Redis unavailable (or unhealthy)"}
+
+
+def _ref(model: Model) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.name}"}
+
+
+def document(routes: Any) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {ERROR.name: ERROR.json_schema()}
+    for route in routes:
+        op: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "tags": [route.tag],
+            "responses": {},
+        }
+        if route.params:
+            op["parameters"] = [
+                {"name": p.name, "in": p.where, "required": p.where == "path" or p.required,
+                 "schema": {"type": p.type}, **({"description": p.description}
+                                                if p.description else {})}
+                for p in route.params
+            ]
+        if route.request is not None:
+            schemas[route.request.name] = route.request.json_schema()
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _ref(route.request)}}}
+        ok: dict[str, Any] = {"description": _STATUS_TEXT.get(route.status, "OK")}
+        if route.content_type == "application/json":
+            schema: dict[str, Any] = {"type": "object"}
+            if route.response is not None:
+                schemas[route.response.name] = route.response.json_schema()
+                schema = _ref(route.response)
+            ok["content"] = {"application/json": {"schema": schema}}
+        else:
+            ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
+        op["responses"][str(route.status)] = ok
+        for status in route.errors:
+            op["responses"][str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": _ref(ERROR)}},
+            }
+        if route.path.startswith("/api/v1"):
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "stockq sidecar", "version": "1.0.0",
+                 "description": "Submit, query, cancel and retry stockq tasks and executions. "
+                                'Errors are {"error": {"code", "message"}}. When '
+                                "STOCKQ_API_TOKEN is set, /api/v1 needs `Authorization: "
+                                "Bearer <token>`."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def path_parameters(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)

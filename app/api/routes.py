@@ -1,0 +1,294 @@
+"""The sidecar's routes: one table that registers the handlers and describes them for
+``/openapi.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from app import queries
+from app.api.app import REGISTRY, SETTINGS, jsonable, queue_of
+from app.api.models import EXECUTION, EXECUTION_SUBMIT, TASK, TASK_SUBMIT
+from app.api.schema import Model
+from app.errors import DependencyCycle, InvalidInput
+from app.executions import BatchTask, cancel_execution, create_execution, retry_execution
+from app.models import TaskSpec, TaskStatus
+from app.submission import build_spec
+from plugins_bridge.registry import PluginRegistry
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # path | query
+    type: str = "string"
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    status: int = 200
+    request: Model | None = None
+    response: Model | None = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    tag: str = "tasks"
+    content_type: str = "application/json"
+
+
+async def read_json(request: web.Request, model: Model) -> dict[str, Any]:
+    """The validated JSON body (400 for non-JSON, 413 past the size limit)."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidInput("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise InvalidInput("the request body is nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError too
+        raise InvalidInput("the request body is not valid JSON") from None
+    _check_values(body)
+    return model.validate(body)
+
+
+MAX_DEPTH = 64  # nesting of objects and arrays in a body (params travel on to plugins)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _check_values(body: Any) -> None:
+    """Reject what json.loads accepts but Redis and the JSON encoders later cannot take
+    (an error there would be a 500): deep nesting and lone surrogate escapes."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"the request body is nested more than {MAX_DEPTH} "
+                                   "levels deep")
+            stack += ((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                               else value))
+        texts = value.keys() if isinstance(value, dict) else (
+            (value,) if isinstance(value, str) else ())
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput("the request body holds a lone surrogate escape "
+                                   "(\\ud800-\\udfff); strings must be valid Unicode") from None
+
+
+def _spec_fields(body: dict[str, Any]) -> dict[str, Any]:
+    keys = ("task_type", "trade_dates", "start_date", "end_date", "params", "priority",
+            "timeout_seconds", "max_attempts", "user_id", "username")
+    return {k: body[k] for k in keys if k in body}
+
+
+# ------------------------------------------------------------------ tasks
+async def submit_task(request: web.Request) -> web.Response:
+    body = await read_json(request, TASK_SUBMIT)
+    spec = build_spec(request.app[REGISTRY], request.app[SETTINGS], body["plugin_name"],
+                      trigger="api", **_spec_fields(body))
+    queue = queue_of(request)
+    task_id, created = await queue.enqueue(spec)
+    task = await queue.get(task_id)
+    return jsonable({**task.to_dict(), "created": created}, status=202)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return jsonable((await queue_of(request).get(request.match_info["task_id"])).to_dict())
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "50")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # not "²", not 10**5000
+        raise InvalidInput("limit must be a whole number between 1 and 500")
+    return int(raw)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    q = request.query
+    execution_id, cursor = q.get("execution_id") or None, q.get("cursor") or None
+    if execution_id and cursor and not (cursor.isascii() and cursor.isdigit()
+                                        and len(cursor) <= 12):  # a position in the list
+        raise InvalidInput(f"cursor {cursor!r} is malformed")
+    page = await queries.list_tasks(
+        queue_of(request), status=q.get("status") or None, plugin=q.get("plugin") or None,
+        execution_id=execution_id, limit=_limit(request), cursor=cursor,
+    )
+    return jsonable({"items": [t.to_dict() for t in page.items],
+                     "next_cursor": page.next_cursor})
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    queue = queue_of(request)
+    task_id = request.match_info["task_id"]
+    outcome = await queue.cancel(task_id, "cancelled through the API")
+    return jsonable({"task_id": task_id, "outcome": outcome,
+                     "task": (await queue.get(task_id)).to_dict()})
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    queue = queue_of(request)
+    new_id = await queue.retry(request.match_info["task_id"], trigger="retry")
+    return jsonable((await queue.get(new_id)).to_dict(), status=202)
+
+
+# ------------------------------------------------------------------ executions
+async def submit_execution(request: web.Request) -> web.Response:
+    body = await read_json(request, EXECUTION_SUBMIT)
+    registry = request.app[REGISTRY]
+    if ("plugins" in body) == ("group" in body):
+        raise InvalidInput("give exactly one of plugins (a list) or group (a name)")
+    names = registry.group(body["group"]) if "group" in body else body["plugins"]
+    if not names:
+        raise InvalidInput("plugins must not be empty")
+    ordered = _run_order(registry, names, bool(body.get("include_optional")))
+    fields = _spec_fields(body)
+    index = {name: i for i, name in enumerate(ordered)}
+    tasks = []
+    for name in ordered:
+        plugin = registry.get(name)
+        deps = [*getattr(plugin, "dependencies", ()), *getattr(plugin, "optional_dependencies", ())]
+        spec = build_spec(registry, request.app[SETTINGS], name, trigger="api", **fields)
+        tasks.append(BatchTask(spec, tuple(index[d] for d in deps if d in index)))
+    execution_id, task_ids = await create_execution(
+        queue_of(request), tasks, trigger_type="api", group_name=body.get("group", ""),
+        date_range=_date_range(tasks[0].spec),
+    )
+    return jsonable({"execution_id": execution_id, "task_ids": task_ids, "plugins": ordered},
+                    status=202)
+
+
+def _run_order(registry: PluginRegistry, names: list[str], include_optional: bool
+               ) -> list[str]:
+    """The plugins to run in dependency order.  Optional dependencies that are in the
+    batch anyway order it too (the tasks wait on them), so the list puts them first."""
+    ordered = registry.resolve(names, include_optional=include_optional)
+    if include_optional:
+        return ordered
+    chosen = set(ordered)
+    try:
+        return [n for n in registry.resolve(ordered, include_optional=True) if n in chosen]
+    except DependencyCycle:  # create_execution names the cycle if it lies in the batch
+        return ordered
+
+
+def _date_range(spec: TaskSpec) -> str:
+    """``start-end`` of the (normalised) dates the execution covers, or ''."""
+    if spec.start_date or spec.end_date:
+        return f"{spec.start_date}-{spec.end_date}"
+    return f"{spec.trade_dates[0]}-{spec.trade_dates[-1]}" if spec.trade_dates else ""
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    queue = queue_of(request)
+    execution = await queries.get_execution(queue, request.match_info["execution_id"])
+    ids = await queries.execution_task_ids(queue, execution)
+    tasks = [t for t in await queries.get_many(queue, ids) if t is not None]
+    errors = [
+        {"task_id": t.task_id, "plugin_name": t.plugin_name, "status": t.status.value,
+         "last_error_type": t.last_error_type, "error_message": t.error_message,
+         "retried_by": t.retried_by}
+        for t in tasks if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    ]
+    return jsonable({**execution.to_dict(), "task_ids": ids,
+                     "tasks": [t.to_dict() for t in tasks], "errors": errors})
+
+
+async def retry_execution_route(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    new_ids = await retry_execution(queue_of(request), execution_id)
+    return jsonable({"execution_id": execution_id, "task_ids": new_ids}, status=202)
+
+
+async def cancel_execution_route(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    counts = await cancel_execution(queue_of(request), execution_id)
+    return jsonable({"execution_id": execution_id, **counts})
+
+
+async def list_plugins(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return jsonable({"plugins": [registry.describe(n) for n in registry.names()],
+                     "groups": registry.groups()})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from app.api.openapi import document
+
+    return jsonable(document(ROUTES))
+
+
+async def health(request: web.Request) -> web.Response:
+    from app.api.health import health_report
+
+    report, ok = await health_report(request.app)
+    return jsonable(report, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from app.api.health import metrics_text
+
+    return web.Response(body=(await metrics_text(request.app)).encode("utf-8"),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+# ------------------------------------------------------------------ the table
+TASK_ID = Param("task_id", "path", required=True)
+EXECUTION_ID = Param("execution_id", "path", required=True)
+V1 = "/api/v1"
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", f"{V1}/tasks", submit_task, "Queue a plugin run (202; a duplicate of "
+          "active work returns that task with created=false)", 202, TASK_SUBMIT, TASK,
+          errors=(400, 401, 413, 503)),
+    Route("GET", f"{V1}/tasks", list_tasks, "List tasks, newest first, paged",
+          response=None, params=(
+              Param("status", "query", description="pending|running|retrying|completed|"
+                    "failed|cancelled"),
+              Param("plugin", "query"), Param("execution_id", "query"),
+              Param("limit", "query", "integer", "1-500, default 50"),
+              Param("cursor", "query", description="next_cursor of the previous page")),
+          errors=(400, 401, 404, 503)),
+    Route("GET", f"{V1}/tasks/{{task_id}}", get_task, "A task (live state from Redis)",
+          response=TASK, params=(TASK_ID,), errors=(401, 404, 503)),
+    Route("POST", f"{V1}/tasks/{{task_id}}/cancel", cancel_task,
+          "Cancel a task: pending/retrying at once, running through its worker",
+          params=(TASK_ID,), errors=(401, 404, 409, 503)),
+    Route("POST", f"{V1}/tasks/{{task_id}}/retry", retry_task,
+          "Retry a failed or cancelled task as a new task (retry_of link)", 202,
+          response=TASK, params=(TASK_ID,), errors=(401, 404, 409, 503)),
+    Route("POST", f"{V1}/executions", submit_execution,
+          "Queue a dependency-ordered batch of plugin runs", 202, EXECUTION_SUBMIT,
+          errors=(400, 401, 413, 503), tag="executions"),
+    Route("GET", f"{V1}/executions/{{execution_id}}", get_execution,
+          "An execution with its tasks and an error summary", response=EXECUTION,
+          params=(EXECUTION_ID,), errors=(401, 404, 503), tag="executions"),
+    Route("POST", f"{V1}/executions/{{execution_id}}/retry", retry_execution_route,
+          "Retry an execution's failed tasks", 202, params=(EXECUTION_ID,),
+          errors=(401, 404, 409, 503), tag="executions"),
+    Route("POST", f"{V1}/executions/{{execution_id}}/cancel", cancel_execution_route,
+          "Cancel an execution's active tasks", params=(EXECUTION_ID,),
+          errors=(401, 404, 409, 503), tag="executions"),
+    Route("GET", f"{V1}/plugins", list_plugins, "Registered plugins and groups",
+          errors=(401,), tag="plugins"),
+    Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",
+          errors=(503,), tag="operations"),
+    Route("GET", "/metrics", metrics, "Prometheus metrics, derived from Redis",
+          tag="operations", content_type="text/plain"),
+    Route("GET", "/openapi.json", openapi, "This document", tag="operations"),
+)
