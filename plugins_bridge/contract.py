@@ -33,6 +33,7 @@ class Plugin:
     rate_limit_per_minute: int | None = None
     dependencies: tuple[str, ...] = ()
     optional_dependencies: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     schedule: str | None = None
 
     def run(self, **params: Any) -> dict[str, Any]:

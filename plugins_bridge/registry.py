@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from app.errors import ConfigError, UnknownPlugin
+from app.errors import ConfigError, DependencyCycle, InvalidInput, UnknownPlugin
 from plugins_bridge.contract import PluginLike
 
 ENTRY_POINT_GROUP = "stockq.plugins"
@@ -93,6 +93,52 @@ class PluginRegistry:
     def as_mapping(self) -> Mapping[str, PluginLike]:
         return dict(self._plugins)
 
+    def groups(self) -> dict[str, list[str]]:
+        """Plugin groups (a plugin lists its groups in ``groups``), sorted."""
+        out: dict[str, list[str]] = {}
+        for name in self.names():
+            for group in getattr(self._plugins[name], "groups", ()) or ():
+                out.setdefault(str(group), []).append(name)
+        return out
+
+    def group(self, name: str) -> list[str]:
+        groups = self.groups()
+        if name not in groups:
+            known = ", ".join(sorted(groups)) or "none are declared"
+            raise InvalidInput(f"unknown plugin group {name!r}; known groups: {known}")
+        return groups[name]
+
+    def resolve(self, names: Iterable[str], *, include_optional: bool = False) -> list[str]:
+        """``names`` plus their dependencies (required ones always, optional ones on
+        request), in dependency order: every plugin after the plugins it needs.
+        Unknown names raise UnknownPlugin; cycles raise DependencyCycle naming it."""
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 on the current path, 2 placed
+
+        def deps_of(name: str) -> list[str]:
+            plugin = self.get(name)
+            deps = list(getattr(plugin, "dependencies", ()) or ())
+            if include_optional:
+                deps += [d for d in getattr(plugin, "optional_dependencies", ()) or ()
+                         if d in self._plugins]
+            return deps
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise DependencyCycle(path[path.index(name):] + [name])
+            self.get(name)
+            state[name] = 1
+            for dep in deps_of(name):
+                visit(dep, [*path, name])
+            state[name] = 2
+            order.append(name)
+
+        for name in names:
+            visit(name, [])
+        return order
+
     def describe(self, name: str) -> dict[str, Any]:
         p = self.get(name)
         return {
@@ -104,4 +150,5 @@ class PluginRegistry:
             "dependencies": list(getattr(p, "dependencies", ())),
             "optional_dependencies": list(getattr(p, "optional_dependencies", ())),
             "schedule": getattr(p, "schedule", None),
+            "groups": list(getattr(p, "groups", ()) or ()),
         }
