@@ -5,8 +5,9 @@ costs ~150-250 µs of client CPU on a small VM (command packing in Python, a tas
 call for the socket timeout, connection checkout); here it costs ~50 µs: commands are
 packed by hiredis, written to one connection shared by all callers of the process
 (concurrent callers are pipelined for free), and replies are parsed by hiredis and
-matched to their callers in order.  Reads, blocking waits (BLPOP) and everything else
-still go through redis-py.
+matched to their callers in order.  Single-task reads (``HGETALL`` of a task, the
+sidecar's hottest read) use it too; blocking waits (BLPOP), pipelined list reads and
+everything else go through redis-py.
 
 Nothing here retries a command: a script is never run twice because a reply was lost.
 A connection that fails or times out fails every call in flight (the caller sees
