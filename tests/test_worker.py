@@ -90,6 +90,8 @@ async def test_runs_a_task_and_logs_each_step(live_queue: TaskQueue, start_worke
     done = wait_status(sync_redis, tid, "completed")
     assert done["records_processed"] == "30" and done["attempt"] == "1"
     assert done["worker"].startswith(w.events("worker.started")[0]["worker"])
+    wait_until(lambda: [e for e in w.events("task.completed") if e.get("task_id") == tid],
+               10, "task.completed to be logged")
     for event in ("task.started", "task.completed"):
         records = [e for e in w.events(event) if e.get("task_id") == tid]
         assert len(records) == 1, event
@@ -213,7 +215,9 @@ async def test_cancel_while_running_kills_the_attempt(
     assert h["last_error_type"] == "cancelled"
     wait_until(lambda: not pid_alive(pids["child"]) and not pid_alive(pids["sleep"]), 10,
                "the cancelled attempt's processes to die")
-    assert [e for e in w.events("task.cancelled") if e["task_id"] == tid]
+    # the supervisor logs right after its Redis write: wait for the line, do not race it
+    wait_until(lambda: [e for e in w.events("task.cancelled") if e["task_id"] == tid], 10,
+               "task.cancelled to be logged")
 
 
 async def test_backoff_then_success_on_attempt_3(
