@@ -84,8 +84,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StockqError as exc:
-        return json_error(exc.http_status if exc.http_status < 500 or isinstance(
-            exc, RedisUnavailable) else 500, exc.code, exc.message)
+        return json_error(exc.http_status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
