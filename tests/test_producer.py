@@ -6,6 +6,7 @@ import time
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from app.errors import IllegalTransition, RedisUnavailable, TaskNotFound
 from app.models import TaskSpec, TaskStatus
@@ -70,3 +71,24 @@ def test_stopped_server_writes_nothing_and_recovers(own_redis: RedisServer) -> N
         assert redis.Redis.from_url(own_redis.url).dbsize() == 0  # nothing half-written
         tid, created = p.enqueue(spec(params={"n": 2}))
         assert created and p.get(tid).status == TaskStatus.PENDING
+
+
+async def test_password_and_database_reach_the_script_connection(own_redis: RedisServer) -> None:
+    """AUTH and SELECT happen on the lean script connection too (async and sync)."""
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.config_set("requirepass", "s3cret")
+    url = own_redis.url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/4"
+    settings = Settings(redis_url=url)
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    async with TaskQueue(client, settings) as q:
+        tid, created = await q.enqueue(spec(params={"via": "async"}))
+        task = await q.claim("w")
+        assert created and task is not None and task.task_id == tid
+        await q.complete(task, records=1)
+        assert (await q.get(tid)).status == TaskStatus.COMPLETED
+    await client.aclose()
+    with Producer(settings) as p:
+        sync_id, _ = p.enqueue(spec(params={"via": "sync"}))
+    db4 = redis.Redis.from_url(url)
+    assert db4.exists(f"stock:task:{tid}") and db4.exists(f"stock:task:{sync_id}")
+    assert redis.Redis.from_url(url.rsplit("/", 1)[0] + "/0").dbsize() == 0
