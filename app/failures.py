@@ -15,8 +15,6 @@ NON_RETRYABLE = frozenset(
         "plugin_error",
     }
 )
-# Errors worth another attempt (after a backoff).
-RETRYABLE = frozenset({"network", "http_5xx", "timeout", "worker_lost", "rate_limit", "error"})
 
 MAX_ERROR_MESSAGE = 2000
 

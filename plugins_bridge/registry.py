@@ -6,7 +6,7 @@ with the same name, so a deployment can replace a built-in."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -90,9 +90,6 @@ class PluginRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._plugins
 
-    def as_mapping(self) -> Mapping[str, PluginLike]:
-        return dict(self._plugins)
-
     def groups(self) -> dict[str, list[str]]:
         """Plugin groups (a plugin lists its groups in ``groups``), sorted."""
         out: dict[str, list[str]] = {}
@@ -110,18 +107,27 @@ class PluginRegistry:
 
     def resolve(self, names: Iterable[str], *, include_optional: bool = False) -> list[str]:
         """``names`` plus their dependencies (required ones always, optional ones on
-        request), in dependency order: every plugin after the plugins it needs.
-        Unknown names raise UnknownPlugin; cycles raise DependencyCycle naming it."""
+        request), in dependency order: every plugin after the plugins it needs,
+        including optional dependencies that are in the batch anyway (their tasks wait
+        on them).  Unknown names raise UnknownPlugin; cycles raise DependencyCycle."""
+
+        def needs(name: str, optional: Iterable[str]) -> list[str]:
+            plugin = self.get(name)
+            return [*(getattr(plugin, "dependencies", ()) or ()),
+                    *(d for d in getattr(plugin, "optional_dependencies", ()) or ()
+                      if d in optional)]
+
+        every = self._plugins if include_optional else ()
+        chosen = self._topological(names, lambda n: needs(n, every))
+        if include_optional:
+            return chosen
+        members = set(chosen)
+        return self._topological(chosen, lambda n: needs(n, members))
+
+    def _topological(self, names: Iterable[str], deps_of: Callable[[str], list[str]]
+                     ) -> list[str]:
         order: list[str] = []
         state: dict[str, int] = {}  # 1 on the current path, 2 placed
-
-        def deps_of(name: str) -> list[str]:
-            plugin = self.get(name)
-            deps = list(getattr(plugin, "dependencies", ()) or ())
-            if include_optional:
-                deps += [d for d in getattr(plugin, "optional_dependencies", ()) or ()
-                         if d in self._plugins]
-            return deps
 
         def visit(name: str, path: list[str]) -> None:
             if state.get(name) == 2:

@@ -3,7 +3,6 @@ validate with (there is no hand-kept copy to drift)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from app.api.models import ERROR
@@ -70,7 +69,3 @@ def document(routes: Any) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
-
-
-def path_parameters(path: str) -> list[str]:
-    return re.findall(r"{(\w+)}", path)

@@ -14,11 +14,10 @@ from app import queries
 from app.api.app import REGISTRY, SETTINGS, jsonable, queue_of
 from app.api.models import EXECUTION, EXECUTION_SUBMIT, TASK, TASK_SUBMIT
 from app.api.schema import Model
-from app.errors import DependencyCycle, InvalidInput
+from app.errors import InvalidInput
 from app.executions import BatchTask, cancel_execution, create_execution, retry_execution
 from app.models import TaskSpec, TaskStatus
 from app.submission import build_spec
-from plugins_bridge.registry import PluginRegistry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -156,7 +155,7 @@ async def submit_execution(request: web.Request) -> web.Response:
     names = registry.group(body["group"]) if "group" in body else body["plugins"]
     if not names:
         raise InvalidInput("plugins must not be empty")
-    ordered = _run_order(registry, names, bool(body.get("include_optional")))
+    ordered = registry.resolve(names, include_optional=bool(body.get("include_optional")))
     fields = _spec_fields(body)
     index = {name: i for i, name in enumerate(ordered)}
     tasks = []
@@ -171,20 +170,6 @@ async def submit_execution(request: web.Request) -> web.Response:
     )
     return jsonable({"execution_id": execution_id, "task_ids": task_ids, "plugins": ordered},
                     status=202)
-
-
-def _run_order(registry: PluginRegistry, names: list[str], include_optional: bool
-               ) -> list[str]:
-    """The plugins to run in dependency order.  Optional dependencies that are in the
-    batch anyway order it too (the tasks wait on them), so the list puts them first."""
-    ordered = registry.resolve(names, include_optional=include_optional)
-    if include_optional:
-        return ordered
-    chosen = set(ordered)
-    try:
-        return [n for n in registry.resolve(ordered, include_optional=True) if n in chosen]
-    except DependencyCycle:  # create_execution names the cycle if it lies in the batch
-        return ordered
 
 
 def _date_range(spec: TaskSpec) -> str:
