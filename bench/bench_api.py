@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._procfs import cpu_seconds, machine_busy, pct, status_kb, write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = "plugins_bridge.examples:EXAMPLES"
 SUBMIT_PATH = "/api/v1/tasks"
@@ -163,24 +165,6 @@ def client_worker_main() -> int:
 
 # ================================================================ /proc
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(f[11]) + int(f[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
 def established(port: int) -> int:
     """ESTABLISHED TCP sockets whose local port is ``port`` (the server's side)."""
     n = 0
@@ -194,13 +178,6 @@ def established(port: int) -> int:
             if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "01":
                 n += 1
     return n
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # ================================================================ results
@@ -242,11 +219,6 @@ class Results:
     info: dict[str, Any] = field(default_factory=dict)
     budgets: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p * (len(s) - 1))))] if s else float("nan")
 
 
 # ================================================================ the sidecar
@@ -604,7 +576,7 @@ async def run(args: argparse.Namespace) -> Results:
             ids = await scenarios(args, api, server.proc.pid, res)
             res.info["bench seconds"] = f"{time.perf_counter() - t0:.1f}"
             res.info["tasks in Redis"] = await client.zcard(Keys().all_index)
-            res.info["sidecar RSS"] = f"{rss_mb(api.proc.pid):.1f} MB"
+            res.info["sidecar RSS"] = f"{status_kb(api.proc.pid, 'VmRSS') / 1024:.1f} MB"
             res.info["wrk cross-check"] = wrk_check(args, api, ids, log_dir)
             res.machine["loadavg at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         except Exception as exc:
@@ -635,11 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     print_report(res)
     print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": res.machine, "params": res.params,
-                       "runs": [asdict(r) for r in res.runs], "info": res.info,
-                       "budgets": res.budgets, "problems": res.problems}, f, indent=2)
-        print(f"results written to {args.json}")
+        write_json(args.json, {
+            "machine": res.machine, "params": res.params,
+            "runs": [asdict(r) for r in res.runs], "info": res.info,
+            "budgets": res.budgets, "problems": res.problems,
+        })
     return 1 if res.problems else 0
 
 

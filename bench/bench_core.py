@@ -51,6 +51,7 @@ from app.producer import Producer
 from app.queue import TaskQueue
 from app.redis_client import create_client
 from app.settings import Settings
+from bench._procfs import write_json
 from bench._redis import BenchRedis
 
 BUDGET_ENQUEUE = 7_000.0  # tasks/s, one client, sequential
@@ -736,12 +737,12 @@ def main(argv: list[str] | None = None) -> int:
     print_report(res)
     print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": res.machine, "params": res.params,
-                       "rows": [asdict(r) for r in res.rows],
-                       "latencies": [asdict(x) for x in res.latencies],
-                       "info": res.info, "budgets": res.budgets}, f, indent=2)
-        print(f"results written to {args.json}")
+        write_json(args.json, {
+            "machine": res.machine, "params": res.params,
+            "rows": [asdict(r) for r in res.rows],
+            "latencies": [asdict(x) for x in res.latencies],
+            "info": res.info, "budgets": res.budgets,
+        })
     return 0
 
 

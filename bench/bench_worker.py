@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +64,15 @@ from app.models import TaskSpec
 from app.queue import TaskQueue, new_id
 from app.redis_client import create_client
 from app.settings import PROXY_ENVIRONMENT, Settings
+from bench._procfs import (
+    children_of,
+    cpu_seconds,
+    machine_busy,
+    pct,
+    pid_alive,
+    status_kb,
+    write_json,
+)
 from bench._redis import BenchRedis
 from bench.bench_core import code_version, setup_logging
 
@@ -75,8 +83,9 @@ def _default_recycle() -> str:
     from app.worker.supervisor import PoolOptions
 
     return f"default ({PoolOptions().max_tasks_per_child})"
+
+
 PLUGINS = "plugins_bridge.examples:EXAMPLES,bench.plugins:PLUGINS"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 BUDGET_DRAIN = 4_000.0  # tasks/s, --concurrency 2, noop
 BUDGET_LAT_P50_MS = 1.3
@@ -91,52 +100,6 @@ PHASES = ("drain", "latency", "memory", "timeout", "crash")
 
 
 # ---------------------------------------------------------------- /proc
-
-
-def _stat(pid: int) -> list[str]:
-    """Fields of /proc/PID/stat after the command name (index 0 = field 3, state)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        return _stat(pid)[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def children_of(pid: int) -> Iterator[int]:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(int(entry.name))[1]) == pid:
-                    yield int(entry.name)
-            except (OSError, IndexError, ValueError):
-                continue
-
-
-def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
-    """utime+stime of ``pid`` (with ``reaped``: of its waited-for children instead)."""
-    try:
-        f = _stat(pid)
-    except OSError:
-        return 0.0
-    a, b = (13, 14) if reaped else (11, 12)
-    return (int(f[a]) + int(f[b])) / CLK_TCK
-
-
-def status_kb(pid: int, name: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def pool_cpu(sup: int) -> tuple[float, float]:
@@ -297,11 +260,6 @@ class Results:
         self.budgets.append({"name": name, "value": value, "budget": budget, "unit": unit,
                              "direction": ">=" if higher else "<=",
                              "result": "PASS" if ok else "MISS"})
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(p * (len(s) - 1))))]
 
 
 def iso_epoch(text: str) -> float:
@@ -922,11 +880,11 @@ def main(argv: list[str] | None = None) -> int:
     print_report(res)
     print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": res.machine, "params": res.params,
-                       "rows": [asdict(r) for r in res.rows], "info": res.info,
-                       "budgets": res.budgets, "problems": res.problems}, f, indent=2)
-        print(f"results written to {args.json}")
+        write_json(args.json, {
+            "machine": res.machine, "params": res.params,
+            "rows": [asdict(r) for r in res.rows], "info": res.info,
+            "budgets": res.budgets, "problems": res.problems,
+        })
     return 1 if res.failed else 0
 
 
