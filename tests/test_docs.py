@@ -30,3 +30,11 @@ def test_every_log_event_is_in_the_catalogue() -> None:
     doc = ROOT.joinpath("docs/logging.md").read_text(encoding="utf-8")
     missing = sorted(e for e in events if f"`{e}`" not in doc)
     assert missing == []
+
+
+def test_every_metric_is_documented() -> None:
+    code = ROOT.joinpath("app/api/health.py").read_text(encoding="utf-8")
+    names = {re.sub(r"_(count|sum|bucket)$", "", n) for n in re.findall(r"stockq_[a-z_]+", code)}
+    assert "stockq_task_duration_seconds" in names and len(names) > 5
+    doc = ROOT.joinpath("docs/api.md").read_text(encoding="utf-8")
+    assert sorted(n for n in names if n not in doc) == []

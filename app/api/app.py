@@ -10,6 +10,7 @@ JSON errors, bearer-token auth on ``/api/v1``.
 from __future__ import annotations
 
 import hmac
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -171,6 +172,4 @@ def jsonable(data: Any, status: int = 200) -> web.Response:
 
 
 def _dumps(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False, default=str)
