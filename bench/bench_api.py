@@ -502,7 +502,7 @@ def machine_info(redis_info: dict[str, Any], redis_port: int, api: Sidecar) -> d
     import aiohttp
     import redis
 
-    from bench.bench_core import code_version
+    from bench._measure import code_version
 
     return {
         "cpu_count": f"{os.cpu_count()} (usable {len(os.sched_getaffinity(0))})",

@@ -58,6 +58,7 @@ from app.models import TaskSpec
 from app.queue import TaskQueue, new_id
 from app.redis_client import create_client
 from app.settings import Settings
+from bench._measure import code_version, setup_logging
 from bench._pool import (
     Bench,
     RawConn,
@@ -76,7 +77,6 @@ from bench._procfs import (
     write_json,
 )
 from bench._redis import BenchRedis
-from bench.bench_core import code_version, setup_logging
 
 
 def _default_recycle() -> str:
