@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.errors import ConfigError
 
@@ -110,6 +111,16 @@ class Settings:
     # TuShare HTTP proxy, applied only inside task execution (plugins_bridge.proxy)
     http_proxy: str = field(default="", repr=False)  # may hold a password
     no_proxy: tuple[str, ...] = ()
+    # TuShare
+    tushare_url: str = "http://api.waditu.com/dataapi"
+    tushare_token: str = field(default="", repr=False)
+    tushare_timeout: float = 30.0
+    # scheduler
+    timezone: str = "Asia/Shanghai"
+    daily_sync_cron: str = "0 18 * * 1-5"
+    catch_up_window_seconds: float = 24 * 3600.0
+    schedule_grace_seconds: float = 60.0
+    calendar_exchange: str = "SSE"
 
     @property
     def no_proxy_hosts(self) -> tuple[str, ...]:
@@ -136,6 +147,8 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("lease_seconds", "STOCKQ_LEASE_SECONDS", float, 1),
     ("api_port", "STOCKQ_API_PORT", int, 1),
     ("api_max_body", "STOCKQ_API_MAX_BODY", int, 1024),
+    ("tushare_timeout", "STOCKQ_TUSHARE_TIMEOUT", float, 0.1),
+    ("schedule_grace_seconds", "STOCKQ_SCHEDULE_GRACE_SECONDS", float, 1),
 )
 
 
@@ -206,11 +219,52 @@ def _proxy_values(env: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
+def _tushare_values(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    url = env.get("STOCKQ_TUSHARE_URL", "").strip()
+    if url:
+        if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).hostname:
+            raise ConfigError(f"STOCKQ_TUSHARE_URL={url!r} must be an http(s):// URL")
+        values["tushare_url"] = url.rstrip("/")
+    token = env.get("STOCKQ_TUSHARE_TOKEN") or env.get("TUSHARE_TOKEN") or ""
+    if token.strip():
+        values["tushare_token"] = token.strip()
+    return values
+
+
+def _scheduler_values(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    tz = env.get("STOCKQ_TIMEZONE", "").strip()
+    if tz:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"STOCKQ_TIMEZONE={tz!r} is not a known time zone "
+                              "(e.g. Asia/Shanghai)") from None
+        values["timezone"] = tz
+    cron = env.get("STOCKQ_DAILY_SYNC_CRON", "").strip()
+    if cron:
+        values["daily_sync_cron"] = cron  # checked by app.scheduler.triggers at start-up
+    if env.get("STOCKQ_CATCH_UP_WINDOW_HOURS"):
+        hours = _number("STOCKQ_CATCH_UP_WINDOW_HOURS", env["STOCKQ_CATCH_UP_WINDOW_HOURS"],
+                        float, 0)
+        values["catch_up_window_seconds"] = hours * 3600
+    exchange = env.get("STOCKQ_CALENDAR_EXCHANGE", "").strip().upper()
+    if exchange:
+        if not exchange.isalnum():
+            raise ConfigError(f"STOCKQ_CALENDAR_EXCHANGE={exchange!r} must be an exchange "
+                              "code such as SSE or SZSE")
+        values["calendar_exchange"] = exchange
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
     values = _redis_values(env)
     values.update(_proxy_values(env))
+    values.update(_tushare_values(env))
+    values.update(_scheduler_values(env))
     if env.get("STOCKQ_API_HOST"):
         values["api_host"] = env["STOCKQ_API_HOST"].strip()
     if env.get("STOCKQ_API_TOKEN"):
