@@ -27,6 +27,7 @@ from app.logs import configure_logging
 from app.models import Task
 from app.queue import TaskQueue
 from app.redis_client import create_client
+from app.scheduler.commands import add_parsers as add_schedule_parsers
 from app.settings import Settings, load_settings
 from app.submission import build_spec
 from plugins_bridge.registry import PluginRegistry
@@ -177,10 +178,7 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
     return 0
 
 
-NOT_BUILT = (
-    "scheduler (`stockq scheduler`)",
-    "the built-in TuShare plugins and the ClickHouse audit",
-)
+NOT_BUILT = ("the built-in TuShare plugins and the ClickHouse audit",)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -227,19 +225,22 @@ def _seconds(text: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The all-in-one daemon: the HTTP sidecar and a worker pool in one process (the
-    scheduler joins when it is built; it says so at start-up)."""
+    """The all-in-one daemon: the HTTP sidecar, the scheduler and a worker pool in one
+    process."""
     from app.daemon import run_all
     from app.worker.supervisor import PoolOptions
 
     settings = load_settings()
     configure_logging(settings)
-    print("stockq run: starting " + ("the sidecar and " if not args.no_api else "")
-          + "the worker pool; not built yet: " + "; ".join(NOT_BUILT), file=sys.stderr)
+    parts = [*([] if args.no_api else ["the sidecar"]),
+             *([] if args.no_scheduler else ["the scheduler"]), "a worker pool"]
+    print(f"stockq run: starting {', '.join(parts)}; not built yet: " + "; ".join(NOT_BUILT),
+          file=sys.stderr)
     options = PoolOptions()
     if args.workers is not None:
         options.concurrency = args.workers
     return asyncio.run(run_all(settings, options, api=not args.no_api,
+                               scheduler=not args.no_scheduler,
                                host=args.host or settings.api_host,
                                port=args.port or settings.api_port))
 
@@ -304,11 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_positive_int, help="port (default STOCKQ_API_PORT or 8080)")
     p.set_defaults(sync_func=cmd_api)
 
-    p = sub.add_parser("run", help="run the all-in-one daemon (sidecar + worker pool)")
+    add_schedule_parsers(sub)
+
+    p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
     p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")
     p.add_argument("--host", help="sidecar bind address (default STOCKQ_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=_positive_int, help="sidecar port (default 8080)")
     p.add_argument("--no-api", action="store_true", help="run without the HTTP sidecar")
+    p.add_argument("--no-scheduler", action="store_true", help="run without the scheduler")
     p.set_defaults(sync_func=cmd_run)
     return parser
 

@@ -10,9 +10,13 @@ from aiohttp import web
 from app.api.app import create_app
 from app.errors import ConfigError
 from app.logs import get_logger
+from app.queue import TaskQueue
+from app.redis_client import create_client
+from app.scheduler.daemon import SchedulerDaemon
 from app.settings import Settings, scrub_proxy_environment
-from app.worker.main import run_worker, wait_for_redis
-from app.worker.supervisor import PoolOptions
+from app.worker.main import wait_for_redis
+from app.worker.supervisor import PoolOptions, Supervisor
+from plugins_bridge.registry import PluginRegistry
 
 log = get_logger("stockq.daemon")
 
@@ -46,15 +50,48 @@ async def serve_api(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-async def run_all(settings: Settings, options: PoolOptions, *, api: bool, host: str,
-                  port: int) -> int:
-    """``stockq run``: the sidecar and one worker pool in this process; the pool's
-    signal handling stops both (SIGTERM drains the pool, then the sidecar closes)."""
+async def run_all(settings: Settings, options: PoolOptions, *, api: bool, scheduler: bool,
+                  host: str, port: int) -> int:
+    """``stockq run``: the sidecar, the scheduler and one worker pool in this process.
+
+    One signal path: the first SIGTERM/SIGINT stops the scheduler from firing and drains
+    the pool (running tasks get the shutdown grace); then the sidecar closes and the
+    process exits 0.  A second signal stops the pool at once."""
+    removed = scrub_proxy_environment()
+    if removed:
+        log.warning("daemon.proxy_environment_removed", names=removed,
+                    hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
     await wait_for_redis(settings, wait=False)  # fail fast, before binding anything
-    runner = await start_api(settings, host, port) if api else None
+    registry = PluginRegistry.load(settings.plugins)  # a broken plugin stops us here
+    parts = ["worker pool", *(["scheduler"] if scheduler else []), *(["sidecar"] if api else [])]
+    sched = SchedulerDaemon(settings, registry) if scheduler else None
+    runner: web.AppRunner | None = None
+    client = create_client(settings)
+    loop = asyncio.get_running_loop()
     try:
-        return await run_worker(settings, options, wait=False)
+        async with TaskQueue(client, settings) as queue:
+            supervisor = Supervisor(queue, settings, options)
+
+            def stop() -> None:
+                if sched is not None and sched.running:
+                    sched.pause()
+                supervisor.request_stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop)
+            runner = await start_api(settings, host, port) if api else None
+            if sched is not None:
+                await sched.start()
+            log.info("daemon.started", parts=parts, workers=options.concurrency,
+                     api=f"http://{host}:{port}" if api else None)
+            return await supervisor.run(install_signals=False)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if sched is not None:
+            await sched.stop()
         if runner is not None:
             await runner.cleanup()
             log.info("api.stopped")
+        await client.aclose()
+        log.info("daemon.stopped", parts=parts)

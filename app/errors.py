@@ -87,6 +87,22 @@ class ExecutionNotFound(NotFound):
         self.execution_id = execution_id
 
 
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(known) or "none are configured"
+        super().__init__(f"no schedule named {name!r}; known schedules: {listed}")
+        self.name = name
+
+
+class NothingToRun(StockqError):
+    """A schedule job was run by hand but has nothing to enqueue."""
+
+    code = "nothing_to_run"
+    http_status = 409
+
+
 class IllegalTransition(StockqError):
     """The task is not in a state that allows the requested change."""
 

@@ -29,6 +29,13 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:stats`` | hash | counters: enqueued, completed, failed, ... |
 | ``{p}:workers`` | zset | worker id -> last heartbeat (ms) |
 | ``{p}:worker:{id}`` | hash | a supervisor's heartbeat (host, pid, concurrency, ...); TTL |
+| ``{p}:schedulers`` | zset | scheduler id -> last heartbeat (ms) |
+| ``{p}:scheduler:{id}`` | hash | a scheduler's heartbeat (host, pid, jobs, ...); TTL |
+| ``{p}:schedule:{job}`` | hash | a job's state: since, missed_until, its last fire |
+| ``{p}:schedule:{job}:history`` | list | the job's latest fires (JSON), newest first, trimmed |
+| ``{p}:schedule:{job}:slot:{ts}`` | string | the outcome of the slot at ``ts`` (epoch s); TTL |
+| ``{p}:schedule:{job}:lock:{ts}`` | string | which scheduler is firing that slot; short TTL |
+| ``{p}:calendar:{exchange}`` | hash | cached trading calendar (open days, source, fetched_at) |
 """
 
 from __future__ import annotations
@@ -70,6 +77,28 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    def scheduler(self, scheduler_id: str) -> str:
+        return f"{self.prefix}:scheduler:{scheduler_id}"
+
+    def schedule(self, job: str) -> str:
+        return f"{self.prefix}:schedule:{job}"
+
+    def schedule_history(self, job: str) -> str:
+        return f"{self.prefix}:schedule:{job}:history"
+
+    def schedule_slot(self, job: str, slot: int) -> str:
+        return f"{self.prefix}:schedule:{job}:slot:{slot}"
+
+    def schedule_lock(self, job: str, slot: int) -> str:
+        return f"{self.prefix}:schedule:{job}:lock:{slot}"
+
+    def calendar(self, exchange: str) -> str:
+        return f"{self.prefix}:calendar:{exchange}"
+
+    @property
+    def schedulers(self) -> str:
+        return f"{self.prefix}:schedulers"
 
     @property
     def queues(self) -> list[str]:

@@ -282,6 +282,11 @@ class TaskQueue:
             self.log.warning("task.worker_lost", task_id=task_id, outcome=outcome)
         return reaped
 
+    async def promote(self, limit: int = 1000) -> int:
+        """Move retrying tasks whose backoff elapsed back to their queue (claims do
+        this too; this is for maintenance loops when nobody claims)."""
+        return int(await self.run("promote", [], [limit]))
+
     async def cleanup(self, limit: int = 1000) -> tuple[int, int]:
         """Retention: delete ended tasks older than the retention window."""
         cutoff = self.now_ms() - int(self.settings.retention_seconds * 1000)
@@ -290,14 +295,21 @@ class TaskQueue:
             self.log.info("retention.cleaned", tasks=int(tasks), executions=int(execs))
         return int(tasks), int(execs)
 
-    async def heartbeat(self, worker_id: str, info: Mapping[str, Any], *, ttl: float) -> int:
-        """Publish a supervisor's heartbeat; returns the number of live workers."""
+    async def heartbeat(self, worker_id: str, info: Mapping[str, Any], *, ttl: float,
+                        scheduler: bool = False) -> int:
+        """Publish a supervisor's (or a scheduler's) heartbeat; returns the number of
+        live ones."""
         fields = {k: str(v) for k, v in info.items()}
-        return int(await self.run("heartbeat", [self.keys.worker(worker_id)],
+        return int(await self.run("heartbeat", self._beat_keys(worker_id, scheduler),
                                   [worker_id, max(1, int(ttl)), json.dumps(fields)]))
 
-    async def remove_worker(self, worker_id: str) -> None:
-        await self.run("heartbeat", [self.keys.worker(worker_id)], [worker_id, 0, "{}"])
+    async def remove_worker(self, worker_id: str, *, scheduler: bool = False) -> None:
+        await self.run("heartbeat", self._beat_keys(worker_id, scheduler), [worker_id, 0, "{}"])
+
+    def _beat_keys(self, member: str, scheduler: bool) -> list[str]:
+        if scheduler:
+            return [self.keys.scheduler(member), self.keys.schedulers]
+        return [self.keys.worker(member), self.keys.workers]
 
     # ------------------------------------------------------------ reads
     async def get(self, task_id: str) -> Task:

@@ -46,6 +46,8 @@ TRANSITIONS = (
     "create_execution",
     "cleanup",
     "heartbeat",
+    "record_fire",
+    "promote",
 )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from app.executions import BatchTask
 from app.models import Limits, TaskSpec
 from app.settings import Settings
 from plugins_bridge.registry import PluginRegistry
@@ -41,3 +43,26 @@ def build_spec(
                 plugin_name, limits=limits_from(settings), **{**fields, **defaults}
             )
     return spec
+
+
+def plan_execution(
+    registry: PluginRegistry,
+    settings: Settings,
+    names: Iterable[str],
+    *,
+    include_optional: bool = False,
+    **fields: Any,
+) -> tuple[list[str], list[BatchTask]]:
+    """The tasks of one execution of ``names``: their dependencies added, in dependency
+    order, each task waiting on the tasks of the plugins it needs that are in the batch.
+    Returns ``(ordered plugin names, tasks)``."""
+    ordered = registry.resolve(names, include_optional=include_optional)
+    index = {name: i for i, name in enumerate(ordered)}
+    tasks = []
+    for name in ordered:
+        plugin = registry.get(name)
+        deps = [*getattr(plugin, "dependencies", ()),
+                *getattr(plugin, "optional_dependencies", ())]
+        spec = build_spec(registry, settings, name, **fields)
+        tasks.append(BatchTask(spec, tuple(index[d] for d in deps if d in index)))
+    return ordered, tasks

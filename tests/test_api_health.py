@@ -137,9 +137,12 @@ async def test_health_is_200_with_queue_depths_and_warns_without_workers(
     assert body["redis"]["status"] == "ok" and body["redis"]["url"] == settings.redis_url
     assert body["workers"] == {"live": 0, "window_seconds": 15.0, "items": [],
                                "truncated": False}
-    [warning] = body["warnings"]
-    assert "no live workers" in warning
-    for part in ("scheduler", "clickhouse", "outbox"):
+    workers_warning, scheduler_warning = body["warnings"]
+    assert "no live workers" in workers_warning
+    assert "no live scheduler" in scheduler_warning
+    assert body["scheduler"] == {"status": "none", "live": 0, "window_seconds": 15.0,
+                                 "items": [], "truncated": False}
+    for part in ("clickhouse", "outbox"):
         assert body[part] == {"status": "not_built"}
     assert body["uptime_seconds"] >= 0
 
@@ -154,6 +157,10 @@ async def test_health_counts_workers_from_recent_heartbeats(
                                             "running": 1, "processed": 7}, ttl=15)
         await now.heartbeat("host-b:20:y", {"host": "host-b", "pid": 20}, ttl=15)
         await stale.heartbeat("host-c:30:z", {"host": "host-c", "pid": 30}, ttl=15)
+        await now.heartbeat("sched-1", {"host": "host-a", "pid": 11, "jobs": 2,
+                                        "timezone": "Asia/Shanghai"}, ttl=15, scheduler=True)
+        await stale.heartbeat("sched-old", {"host": "host-c", "pid": 31}, ttl=15,
+                              scheduler=True)
 
         async with sidecar(settings) as http:
             status, body = await get_health(http)
@@ -172,6 +179,11 @@ async def test_health_counts_workers_from_recent_heartbeats(
     assert by_id["host-b:20:y"]["concurrency"] is None
     assert 0 <= a["seconds_since_heartbeat"] < 15
     assert value(metrics, "stockq_workers_live") == 2
+    scheduler = body["scheduler"]
+    assert scheduler["status"] == "ok" and scheduler["live"] == 1
+    [sched] = scheduler["items"]  # a scheduler is not a worker, and the stale one is not live
+    assert (sched["scheduler_id"], sched["host"], sched["pid"], sched["jobs"],
+            sched["timezone"]) == ("sched-1", "host-a", 11, 2, "Asia/Shanghai")
 
 
 async def test_health_lists_at_most_50_workers(settings: Settings, client: aioredis.Redis
@@ -205,7 +217,7 @@ async def test_health_follows_redis_going_away_and_coming_back(own_redis: RedisS
         assert "Redis" in reason and own_redis.url in reason
         assert body["redis"]["status"] == "unavailable" and body["redis"]["error"] == reason
         assert body["queue"] is None and body["workers"] is None
-        assert body["scheduler"] == {"status": "not_built"}
+        assert body["scheduler"] is None
 
         resp = await http.get("/metrics")
         assert resp.status == 503

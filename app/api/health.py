@@ -5,9 +5,9 @@ Both read the shared Redis state (queues, running set, worker heartbeats, the
 reports the same numbers for every worker on every host.
 
 ``/health`` answers 200 when Redis answers and 503 with ``reasons`` otherwise.  No live
-worker is a *warning*, not a failure: a sidecar may start before the workers, and
-restarting it (what an orchestrator does on 503) would not bring a worker up.  The
-scheduler, ClickHouse and the audit outbox are not built yet and are reported as
+worker (or scheduler) is a *warning*, not a failure: a sidecar may start before the
+workers, and restarting it (what an orchestrator does on 503) would not bring a worker
+up.  ClickHouse and the audit outbox are not built yet and are reported as
 ``not_built`` without affecting the status.
 """
 
@@ -90,25 +90,30 @@ async def _ping(queue: TaskQueue) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-async def _workers(queue: TaskQueue, now_ms: int, ids: list[tuple[str, float]]
-                   ) -> list[dict[str, Any]]:
+async def _beats(queue: TaskQueue, now_ms: int, ids: list[tuple[str, float]], *,
+                 scheduler: bool = False) -> list[dict[str, Any]]:
+    """The heartbeat hashes of live workers (or schedulers)."""
+    key = queue.keys.scheduler if scheduler else queue.keys.worker
     async with queue.client.pipeline(transaction=False) as pipe:
         for wid, _ in ids:
-            pipe.hgetall(queue.keys.worker(wid))
+            pipe.hgetall(key(wid))
         hashes = await pipe.execute()
-    return [
-        {
-            "worker_id": wid,
+    out = []
+    for (wid, score), h in zip(ids, hashes, strict=True):
+        item: dict[str, Any] = {
+            "scheduler_id" if scheduler else "worker_id": wid,
             "host": h.get("host", ""),
             "pid": _int(h.get("pid")),
-            "concurrency": _int(h.get("concurrency")),
-            "running": _int(h.get("running")),
-            "processed": _int(h.get("processed")),
             "started_at": h.get("started_at", ""),
             "seconds_since_heartbeat": round(max(0.0, now_ms - score) / 1000, 1),
         }
-        for (wid, score), h in zip(ids, hashes, strict=True)
-    ]
+        if scheduler:
+            item.update(jobs=_int(h.get("jobs")), timezone=h.get("timezone", ""))
+        else:
+            item.update(concurrency=_int(h.get("concurrency")), running=_int(h.get("running")),
+                        processed=_int(h.get("processed")))
+        out.append(item)
+    return out
 
 
 def _int(raw: str | None) -> int | None:
@@ -118,8 +123,9 @@ def _int(raw: str | None) -> int | None:
         return None
 
 
-async def _read_health(queue: TaskQueue) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Queue depths and live workers: two pipelined round trips."""
+async def _read_health(queue: TaskQueue) -> tuple[dict[str, Any], dict[str, Any],
+                                                 dict[str, Any]]:
+    """Queue depths, live workers and live schedulers: two pipelined round trips."""
     k = queue.keys
     now_ms = queue.now_ms()
     since = now_ms - int(LIVE_WINDOW_SECONDS * 1000)
@@ -128,19 +134,25 @@ async def _read_health(queue: TaskQueue) -> tuple[dict[str, Any], dict[str, Any]
             pipe.llen(k.queue(p))
         pipe.zcard(k.delayed)
         pipe.scard(k.running)
-        pipe.zcount(k.workers, since, "+inf")
-        pipe.zrevrangebyscore(k.workers, "+inf", since, start=0, num=MAX_WORKERS_LISTED,
-                              withscores=True)
+        for registry in (k.workers, k.schedulers):
+            pipe.zcount(registry, since, "+inf")
+            pipe.zrevrangebyscore(registry, "+inf", since, start=0, num=MAX_WORKERS_LISTED,
+                                  withscores=True)
         res = await pipe.execute()
     n = len(PRIORITIES)
     ready = {str(p): int(res[i]) for i, p in enumerate(PRIORITIES)}
     depths = {"ready": ready, "ready_total": sum(ready.values()), "delayed": int(res[n]),
               "running": int(res[n + 1])}
-    listed = await _workers(queue, now_ms, [(str(w), float(s)) for w, s in res[n + 3]])
-    live = int(res[n + 2])
-    workers = {"live": live, "window_seconds": LIVE_WINDOW_SECONDS, "items": listed,
-               "truncated": live > len(listed)}
-    return depths, workers
+    parts = []
+    for i, scheduler in ((n + 2, False), (n + 4, True)):
+        listed = await _beats(queue, now_ms, [(str(w), float(s)) for w, s in res[i + 1]],
+                              scheduler=scheduler)
+        live = int(res[i])
+        parts.append({"live": live, "window_seconds": LIVE_WINDOW_SECONDS, "items": listed,
+                      "truncated": live > len(listed)})
+    workers, schedulers = parts
+    schedulers["status"] = "ok" if schedulers["live"] else "none"
+    return depths, workers, schedulers
 
 
 async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
@@ -149,7 +161,8 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
     reasons: list[str] = []
     warnings: list[str] = []
     report: dict[str, Any] = {"status": "ok", "reasons": reasons, "warnings": warnings,
-                              "redis": {"status": "disabled"}, "queue": None, "workers": None}
+                              "redis": {"status": "disabled"}, "queue": None, "workers": None,
+                              "scheduler": None}
     queue = app.get(QUEUE)
     if queue is None:
         reasons.append(_disabled().message)
@@ -157,7 +170,7 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
         url = settings.redis_url_redacted
         try:
             latency = await _bounded(settings, PING_TIMEOUT, "PING", _ping(queue))
-            report["queue"], report["workers"] = await _bounded(
+            report["queue"], report["workers"], report["scheduler"] = await _bounded(
                 settings, READ_TIMEOUT, "the health reads", _read_health(queue))
             report["redis"] = {"status": "ok", "url": url, "latency_ms": latency}
         except RedisUnavailable as exc:
@@ -168,8 +181,13 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
             f"no live workers: no heartbeat in {queue.keys.workers} within the last "
             f"{LIVE_WINDOW_SECONDS:g} s; queued tasks wait until a worker starts"
         )
-    report.update(scheduler=dict(NOT_BUILT), clickhouse=dict(NOT_BUILT),
-                  outbox=dict(NOT_BUILT))
+    if report["scheduler"] is not None and not report["scheduler"]["live"]:
+        warnings.append(
+            f"no live scheduler: no heartbeat in {queue.keys.schedulers if queue else ''} "
+            f"within the last {LIVE_WINDOW_SECONDS:g} s; scheduled syncs do not fire until "
+            "`stockq scheduler` (or `stockq run`) runs"
+        )
+    report.update(clickhouse=dict(NOT_BUILT), outbox=dict(NOT_BUILT))
     ok = not reasons
     report["status"] = "unhealthy" if not ok else "degraded" if warnings else "ok"
     report["checked_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -111,3 +111,33 @@ EXECUTION = Model(
     ),
     extra=True,
 )
+
+SCHEDULES = Model(
+    "ScheduleList",
+    (
+        Field("items", ("array",), items="object", required=True,
+              description="one per job: name (daily_sync, or plugin:{name} for a plugin "
+                          "with its own trigger), trigger (crontab; day of week 0/7 = "
+                          "Sunday), timezone, description, plugins, next_run_at (ISO 8601 "
+                          "with the zone's offset, e.g. +08:00), last_fire (null, or "
+                          "slot_at, fired_at, trigger scheduled|catch_up|manual, outcome "
+                          "fired|skipped|missed|failed, reason, execution_id)"),
+        Field("calendar", ("object",),
+              description="the trading calendar in use: exchange, source tushare|offline"),
+    ),
+)
+
+FIRE = Model(
+    "Fire",
+    (
+        Field("job", ("string",), required=True),
+        Field("slot_at", ("string",)),
+        Field("trigger", ("string",)),
+        Field("outcome", ("string",), required=True),
+        Field("reason", ("string",)),
+        Field("execution_id", ("string",)),
+        Field("trade_date", ("string",)),
+        Field("tasks", ("integer",)),
+    ),
+    extra=True,
+)

@@ -12,12 +12,13 @@ from aiohttp import web
 
 from app import queries
 from app.api.app import REGISTRY, SETTINGS, jsonable, queue_of
-from app.api.models import EXECUTION, EXECUTION_SUBMIT, TASK, TASK_SUBMIT
+from app.api.models import EXECUTION, EXECUTION_SUBMIT, FIRE, SCHEDULES, TASK, TASK_SUBMIT
 from app.api.schema import Model
 from app.errors import InvalidInput
-from app.executions import BatchTask, cancel_execution, create_execution, retry_execution
+from app.executions import cancel_execution, create_execution, retry_execution
 from app.models import TaskSpec, TaskStatus
-from app.submission import build_spec
+from app.scheduler.service import schedule_service
+from app.submission import build_spec, plan_execution
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -155,15 +156,9 @@ async def submit_execution(request: web.Request) -> web.Response:
     names = registry.group(body["group"]) if "group" in body else body["plugins"]
     if not names:
         raise InvalidInput("plugins must not be empty")
-    ordered = registry.resolve(names, include_optional=bool(body.get("include_optional")))
-    fields = _spec_fields(body)
-    index = {name: i for i, name in enumerate(ordered)}
-    tasks = []
-    for name in ordered:
-        plugin = registry.get(name)
-        deps = [*getattr(plugin, "dependencies", ()), *getattr(plugin, "optional_dependencies", ())]
-        spec = build_spec(registry, request.app[SETTINGS], name, trigger="api", **fields)
-        tasks.append(BatchTask(spec, tuple(index[d] for d in deps if d in index)))
+    ordered, tasks = plan_execution(registry, request.app[SETTINGS], names,
+                                    include_optional=bool(body.get("include_optional")),
+                                    trigger="api", **_spec_fields(body))
     execution_id, task_ids = await create_execution(
         queue_of(request), tasks, trigger_type="api", group_name=body.get("group", ""),
         date_range=_date_range(tasks[0].spec),
@@ -210,6 +205,19 @@ async def list_plugins(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     return jsonable({"plugins": [registry.describe(n) for n in registry.names()],
                      "groups": registry.groups()})
+
+
+# ------------------------------------------------------------------ schedules
+async def list_schedules(request: web.Request) -> web.Response:
+    service = schedule_service(queue_of(request), request.app[REGISTRY])
+    return jsonable({"items": await service.describe(),
+                     "calendar": await service.calendar.describe()})
+
+
+async def run_schedule(request: web.Request) -> web.Response:
+    service = schedule_service(queue_of(request), request.app[REGISTRY])
+    fire = await service.run_now(request.match_info["name"])
+    return jsonable(fire.to_dict(), status=202)
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -269,6 +277,13 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V1}/executions/{{execution_id}}/cancel", cancel_execution_route,
           "Cancel an execution's active tasks", params=(EXECUTION_ID,),
           errors=(401, 404, 409, 503), tag="executions"),
+    Route("GET", f"{V1}/schedules", list_schedules,
+          "Schedule jobs: trigger, next run (+08:00) and last fire", response=SCHEDULES,
+          errors=(401, 503), tag="schedules"),
+    Route("POST", f"{V1}/schedules/{{name}}/run", run_schedule,
+          "Run a schedule job now, for the latest trading day (trigger manual)", 202,
+          response=FIRE, params=(Param("name", "path", required=True),),
+          errors=(401, 404, 409, 503), tag="schedules"),
     Route("GET", f"{V1}/plugins", list_plugins, "Registered plugins and groups",
           errors=(401,), tag="plugins"),
     Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",

@@ -1,12 +1,16 @@
--- heartbeat: a supervisor says it is alive (or, with ttl 0, that it stopped).
+-- heartbeat: a supervisor (or a scheduler) says it is alive (or, with ttl 0, that it
+-- stopped).
 --
--- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:worker:{id}
+-- KEYS[1..FIXED]  fixed keys (app/keys.py);  KEYS[FIXED+1]  stock:worker:{id} (or
+--                 stock:scheduler:{id});  KEYS[FIXED+2]  the registry: stock:workers (or
+--                 stock:schedulers)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      worker id;  ARGV[5]  ttl, seconds (0: remove the worker)
 -- ARGV[6]      worker fields as a JSON object of strings
 -- Returns      number of live workers (heartbeat within the last ttl)
 
 local key, wid, ttl = KEYS[FIXED + 1], ARGV[4], tonumber(ARGV[5])
+local K_WORKERS = KEYS[FIXED + 2]
 redis.call('ZREMRANGEBYSCORE', K_WORKERS, '-inf', NOW - 86400000)
 if ttl <= 0 then
     redis.call('DEL', key)

@@ -131,9 +131,12 @@ class Supervisor:
         slot.child = await self._take_child()
 
     # ------------------------------------------------------------------ main
-    async def run(self) -> int:
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Run until :meth:`request_stop`; SIGTERM/SIGINT call it unless the caller
+        (``stockq run``) routes signals itself."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGTERM, signal.SIGINT) if install_signals else ()
+        for sig in signals:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             await self._heartbeat()
@@ -157,7 +160,7 @@ class Supervisor:
             await self._stopping.wait()
             await self._drain()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
             await self._shutdown_children()
         log.info("worker.stopped", worker=self.worker_id, processed=self.processed)

@@ -1,0 +1,72 @@
+"""The schedule's jobs, built from settings and the plugin registry.
+
+* ``daily_sync`` — the global daily sync (``STOCKQ_DAILY_SYNC_CRON``, default
+  ``0 18 * * 1-5``): one execution of every plugin whose ``schedule`` is ``daily``, with
+  the plugins they need, in dependency order.
+* ``plugin:{name}`` — a plugin whose ``schedule`` is its own trigger (``daily 19:30``,
+  ``weekly fri 18:30``, ``monthly 1 06:00`` or a crontab expression) gets its own job,
+  one execution of that plugin and what it needs.
+
+Every process (scheduler, sidecar, CLI) builds the same list from the same settings
+and plugins, so the sidecar can describe and run jobs without a scheduler in-process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apscheduler.triggers.cron import CronTrigger
+
+from app.errors import ConfigError, ScheduleNotFound
+from app.scheduler.triggers import cron_trigger, normalise
+from app.settings import Settings
+from plugins_bridge.registry import PluginRegistry
+
+DAILY_SYNC = "daily_sync"
+DAILY_WORD = "daily"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleJob:
+    name: str
+    expression: str  # normalised crontab (5 fields, or 6 with seconds first)
+    timezone: str
+    plugins: tuple[str, ...]  # the plugins asked for; dependencies are added at fire time
+    description: str
+    trigger: CronTrigger
+
+
+def build_jobs(settings: Settings, registry: PluginRegistry) -> list[ScheduleJob]:
+    daily: list[str] = []
+    own: list[ScheduleJob] = []
+    for name in registry.names():
+        schedule = getattr(registry.get(name), "schedule", None)
+        if not schedule:
+            continue
+        if not isinstance(schedule, str):
+            raise ConfigError(f"plugin {name!r}: schedule must be a string, got {schedule!r}")
+        if schedule.strip().lower() == DAILY_WORD:
+            daily.append(name)
+            continue
+        try:
+            expression = normalise(schedule)
+            trigger = cron_trigger(expression, settings.timezone)
+        except ConfigError as exc:
+            raise ConfigError(f"plugin {name!r}: {exc}") from None
+        own.append(ScheduleJob(f"plugin:{name}", expression, settings.timezone, (name,),
+                               f"sync of {name} ({schedule})", trigger))
+    expression = normalise(settings.daily_sync_cron)
+    try:
+        trigger = cron_trigger(expression, settings.timezone)
+    except ConfigError as exc:
+        raise ConfigError(f"STOCKQ_DAILY_SYNC_CRON: {exc}") from None
+    sync = ScheduleJob(DAILY_SYNC, expression, settings.timezone, tuple(daily),
+                       "daily sync of every plugin scheduled 'daily'", trigger)
+    return [sync, *own]
+
+
+def find_job(jobs: list[ScheduleJob], name: str) -> ScheduleJob:
+    for job in jobs:
+        if job.name == name:
+            return job
+    raise ScheduleNotFound(name, [j.name for j in jobs])
