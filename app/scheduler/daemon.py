@@ -61,6 +61,8 @@ class SchedulerDaemon:
         self.clock = clock
         self.id = scheduler_id()
         self.jobs: list[ScheduleJob] = build_jobs(settings, registry)
+        for job in self.jobs:  # an unknown dependency or a cycle stops us at start-up
+            registry.resolve(job.plugins)
         self._own_client = client is None
         self.client = client or create_client(settings)
         self.queue = TaskQueue(self.client, settings, clock=clock)
