@@ -115,6 +115,10 @@ class Settings:
     tushare_url: str = "http://api.waditu.com/dataapi"
     tushare_token: str = field(default="", repr=False)
     tushare_timeout: float = 30.0
+    # ClickHouse (plugins_bridge.warehouse)
+    clickhouse_url: str = field(default="", repr=False)  # may hold a password
+    query_max_rows: int = 10_000
+    query_timeout: float = 30.0
     # scheduler
     timezone: str = "Asia/Shanghai"
     daily_sync_cron: str = "0 18 * * 1-5"
@@ -148,6 +152,8 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("api_port", "STOCKQ_API_PORT", int, 1),
     ("api_max_body", "STOCKQ_API_MAX_BODY", int, 1024),
     ("tushare_timeout", "STOCKQ_TUSHARE_TIMEOUT", float, 0.1),
+    ("query_max_rows", "STOCKQ_QUERY_MAX_ROWS", int, 1),
+    ("query_timeout", "STOCKQ_QUERY_TIMEOUT", float, 0.1),
     ("schedule_grace_seconds", "STOCKQ_SCHEDULE_GRACE_SECONDS", float, 1),
 )
 
@@ -219,13 +225,20 @@ def _proxy_values(env: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
-def _tushare_values(env: Mapping[str, str]) -> dict[str, object]:
+def _data_source_values(env: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
     url = env.get("STOCKQ_TUSHARE_URL", "").strip()
     if url:
         if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).hostname:
             raise ConfigError(f"STOCKQ_TUSHARE_URL={url!r} must be an http(s):// URL")
         values["tushare_url"] = url.rstrip("/")
+    ch = env.get("STOCKQ_CLICKHOUSE_URL", "").strip()
+    if ch:
+        scheme = urlsplit(ch).scheme
+        if scheme not in {"http", "https", "clickhouse", "chdb"}:
+            raise ConfigError(f"STOCKQ_CLICKHOUSE_URL={redact_url(ch)!r} must be a server URL "
+                              "(http://host:8123) or chdb:///abs/path")
+        values["clickhouse_url"] = ch
     token = env.get("STOCKQ_TUSHARE_TOKEN") or env.get("TUSHARE_TOKEN") or ""
     if token.strip():
         values["tushare_token"] = token.strip()
@@ -238,7 +251,7 @@ def _scheduler_values(env: Mapping[str, str]) -> dict[str, object]:
     if tz:
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(f"STOCKQ_TIMEZONE={tz!r} is not a known time zone "
                               "(e.g. Asia/Shanghai)") from None
         values["timezone"] = tz
@@ -263,7 +276,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values = _redis_values(env)
     values.update(_proxy_values(env))
-    values.update(_tushare_values(env))
+    values.update(_data_source_values(env))
     values.update(_scheduler_values(env))
     if env.get("STOCKQ_API_HOST"):
         values["api_host"] = env["STOCKQ_API_HOST"].strip()

@@ -55,8 +55,8 @@ def build_jobs(settings: Settings, registry: PluginRegistry) -> list[ScheduleJob
             raise ConfigError(f"plugin {name!r}: {exc}") from None
         own.append(ScheduleJob(f"plugin:{name}", expression, settings.timezone, (name,),
                                f"sync of {name} ({schedule})", trigger))
-    expression = normalise(settings.daily_sync_cron)
     try:
+        expression = normalise(settings.daily_sync_cron)
         trigger = cron_trigger(expression, settings.timezone)
     except ConfigError as exc:
         raise ConfigError(f"STOCKQ_DAILY_SYNC_CRON: {exc}") from None

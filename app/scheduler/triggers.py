@@ -3,7 +3,9 @@
 Accepted forms (the global ``STOCKQ_DAILY_SYNC_CRON`` and a plugin's ``schedule``):
 
 * a standard 5-field crontab ``minute hour day month day_of_week`` where day_of_week
-  counts **0 (or 7) = Sunday, 1 = Monday** as crontab does.  APScheduler 3's own
+  counts **0 (or 7) = Sunday, 1 = Monday** as crontab does.  One difference remains:
+  when both the day of month and the day of week are restricted, a slot needs both to
+  match (APScheduler's rule), where crontab fires when either does;  APScheduler 3's own
   ``CronTrigger.from_crontab`` reads ``1-5`` as Tuesday to Saturday (its 0 is Monday);
   :func:`cron_trigger` translates the field to day names first, so ``0 18 * * 1-5`` is
   Monday to Friday at 18:00;
@@ -60,8 +62,9 @@ def crontab_days(field: str, expression: str) -> str:
         elif "-" in body:
             a, b = body.split("-", 1)
             lo, hi = _day_number(a, expression), _day_number(b, expression)
-            if b.strip() == "7":
+            if b.strip() == "7":  # 7 is Sunday too: x-7 runs up to it, 7-7 is Sunday
                 hi = 7
+                lo = 7 if a.strip() == "7" else lo
         else:
             lo = hi = _day_number(body, expression)
             if step_text:
