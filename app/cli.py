@@ -25,6 +25,7 @@ from app.errors import (
 )
 from app.logs import configure_logging
 from app.models import Task
+from app.query_command import add_parser as add_query_parser
 from app.queue import TaskQueue
 from app.redis_client import create_client
 from app.scheduler.commands import add_parsers as add_schedule_parsers
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(sync_func=cmd_api)
 
     add_schedule_parsers(sub)
+    add_query_parser(sub)
 
     p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
     p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")

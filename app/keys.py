@@ -36,6 +36,7 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:schedule:{job}:slot:{ts}`` | string | the outcome of the slot at ``ts`` (epoch s); TTL |
 | ``{p}:schedule:{job}:lock:{ts}`` | string | which scheduler is firing that slot; short TTL |
 | ``{p}:calendar:{exchange}`` | hash | cached trading calendar (open days, source, fetched_at) |
+| ``{p}:quota:{digest}:{api}`` | zset | TuShare calls admitted in the last minute (token digest) |
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class Keys:
 
     def calendar(self, exchange: str) -> str:
         return f"{self.prefix}:calendar:{exchange}"
+
+    def quota(self, digest: str, api: str) -> str:
+        return f"{self.prefix}:quota:{digest}:{api}"
 
     @property
     def schedulers(self) -> str:

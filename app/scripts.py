@@ -48,6 +48,7 @@ TRANSITIONS = (
     "heartbeat",
     "record_fire",
     "promote",
+    "quota",
 )
 
 

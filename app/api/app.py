@@ -25,6 +25,7 @@ from app.queue import TaskQueue
 from app.redis_client import create_client
 from app.settings import Settings
 from plugins_bridge.registry import PluginRegistry
+from plugins_bridge.warehouse import Warehouse
 
 log = get_logger("stockq.api")
 
@@ -33,6 +34,7 @@ REGISTRY = web.AppKey("registry", PluginRegistry)
 QUEUE = web.AppKey("queue", TaskQueue)
 CLIENT = web.AppKey("client", aioredis.Redis)
 STARTED = web.AppKey("started", float)
+WAREHOUSE = web.AppKey("warehouse", Warehouse)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/v1"
@@ -146,14 +148,18 @@ async def _stop(app: web.Application) -> None:
         await app[CLIENT].aclose()
 
 
-def create_app(settings: Settings, *, registry: PluginRegistry | None = None) -> web.Application:
-    """The sidecar application (routes, middlewares, Redis client on start-up)."""
+def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
+               warehouse: Warehouse | None = None) -> web.Application:
+    """The sidecar application (routes, middlewares, Redis client on start-up).  The
+    warehouse, when given, answers ``POST /api/v1/query``; its owner closes it."""
     from app.api.routes import ROUTES
 
     app = web.Application(middlewares=[access_log, cors, errors, auth],
                           client_max_size=settings.api_max_body)
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else PluginRegistry.load(settings.plugins)
+    if warehouse is not None:
+        app[WAREHOUSE] = warehouse
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     if settings.api_cors_origins:

@@ -141,3 +141,26 @@ FIRE = Model(
     ),
     extra=True,
 )
+
+QUERY = Model(
+    "Query",
+    (
+        Field("sql", ("string",), required=True, max_length=100_000,
+              description="one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement"),
+        Field("max_rows", ("integer",), minimum=1, maximum=1_000_000,
+              description="fewer rows than STOCKQ_QUERY_MAX_ROWS (the cap)"),
+    ),
+    description="A read-only ClickHouse query (readonly=2, with a row and a time limit).",
+    example={"sql": "SELECT trade_date, count() FROM ods_daily FINAL GROUP BY trade_date "
+                    "ORDER BY trade_date DESC LIMIT 5"},
+)
+
+QUERY_RESULT = Model(
+    "QueryResult",
+    (
+        Field("columns", ("array",), items="string", required=True),
+        Field("types", ("array",), items="string", description="ClickHouse column types"),
+        Field("rows", ("array",), items="array", required=True,
+              description="dates as ISO 8601 strings"),
+    ),
+)

@@ -11,14 +11,24 @@ from typing import Any
 from aiohttp import web
 
 from app import queries
-from app.api.app import REGISTRY, SETTINGS, jsonable, queue_of
-from app.api.models import EXECUTION, EXECUTION_SUBMIT, FIRE, SCHEDULES, TASK, TASK_SUBMIT
+from app.api.app import REGISTRY, SETTINGS, WAREHOUSE, jsonable, queue_of
+from app.api.models import (
+    EXECUTION,
+    EXECUTION_SUBMIT,
+    FIRE,
+    QUERY,
+    QUERY_RESULT,
+    SCHEDULES,
+    TASK,
+    TASK_SUBMIT,
+)
 from app.api.schema import Model
 from app.errors import InvalidInput
 from app.executions import cancel_execution, create_execution, retry_execution
 from app.models import TaskSpec, TaskStatus
 from app.scheduler.service import schedule_service
 from app.submission import build_spec, plan_execution
+from plugins_bridge.warehouse import WarehouseUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -220,6 +230,18 @@ async def run_schedule(request: web.Request) -> web.Response:
     return jsonable(fire.to_dict(), status=202)
 
 
+# ------------------------------------------------------------------ warehouse
+async def query(request: web.Request) -> web.Response:
+    body = await read_json(request, QUERY)
+    warehouse = request.app.get(WAREHOUSE)
+    if warehouse is None:
+        raise WarehouseUnavailable(
+            "this sidecar has no ClickHouse: set STOCKQ_CLICKHOUSE_URL to a ClickHouse "
+            "server, or ask the sidecar of `stockq run`, which holds the embedded one")
+    result = await warehouse.run(warehouse.query, body["sql"], max_rows=body.get("max_rows"))
+    return jsonable(result)
+
+
 async def openapi(request: web.Request) -> web.Response:
     from app.api.openapi import document
 
@@ -284,6 +306,10 @@ ROUTES: tuple[Route, ...] = (
           "Run a schedule job now, for the latest trading day (trigger manual)", 202,
           response=FIRE, params=(Param("name", "path", required=True),),
           errors=(401, 404, 409, 503), tag="schedules"),
+    Route("POST", f"{V1}/query", query,
+          "A read-only ClickHouse query: SELECT/SHOW/DESCRIBE, row and time limits",
+          request=QUERY, response=QUERY_RESULT, errors=(400, 401, 413, 502, 503),
+          tag="warehouse"),
     Route("GET", f"{V1}/plugins", list_plugins, "Registered plugins and groups",
           errors=(401,), tag="plugins"),
     Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",

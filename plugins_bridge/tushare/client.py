@@ -33,7 +33,7 @@ it) and this module logs nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
@@ -155,15 +155,19 @@ class TushareClient:
 
     ``proxies`` is passed to every request when given; when None nothing is passed, so
     ``requests`` uses the environment (which :func:`plugins_bridge.proxy.proxy_context`
-    sets while a task runs).  A session given by the caller is not closed by
-    :meth:`close`."""
+    sets while a task runs).  ``acquire(api_name)``, when given, is called before every
+    request and blocks until the shared quota admits it (inside a worker it asks the
+    supervisor, see :mod:`plugins_bridge.services`).  A session given by the caller is
+    not closed by :meth:`close`."""
 
     max_pages = 10_000  # a server that always says has_more cannot loop forever
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0,
                  proxies: dict[str, str] | None = None,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 acquire: Callable[[str], None] | None = None) -> None:
         self.base_url = (base_url or DEFAULT_URL).rstrip("/")
+        self.acquire = acquire
         self.token = token.strip()
         self.timeout = timeout
         self.proxies = proxies
@@ -227,6 +231,8 @@ class TushareClient:
         body: dict[str, Any] = {"api_name": api_name, "token": self.token, "params": params,
                                 "fields": fields}
         extra: dict[str, Any] = {} if self.proxies is None else {"proxies": self.proxies}
+        if self.acquire is not None:
+            self.acquire(api_name)
         try:
             response = self.session.post(f"{self.base_url}/{api_name}", json=body,
                                          timeout=self.timeout, **extra)

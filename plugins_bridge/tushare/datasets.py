@@ -1,0 +1,261 @@
+"""The five built-in TuShare plugins: each one TuShare API into one ClickHouse table.
+
+| plugin | API | parameter style | table |
+|---|---|---|---|
+| ``tushare_trade_calendar`` | ``trade_cal`` | date range (by year) | ``ods_trade_calendar`` |
+| ``tushare_stock_basic`` | ``stock_basic`` | none (every listing status) | ``ods_stock_basic`` |
+| ``tushare_daily`` | ``daily`` | by trade date | ``ods_daily`` |
+| ``tushare_adj_factor`` | ``adj_factor`` | by trade date | ``ods_adj_factor`` |
+| ``tushare_daily_basic`` | ``daily_basic`` | by trade date | ``ods_daily_basic`` |
+
+Task types (the ``task_type`` of the task):
+
+* ``incremental`` — for a by-trade-date plugin, every trading day after the last one in
+  its table up to the target day (the task's date, else the latest trading day), at most
+  :data:`MAX_INCREMENTAL_DAYS`; just the target day when the table is empty.  The
+  calendar loads the target's year and the next; the stock list loads all of it;
+* ``backfill`` — the task's dates or its ``start_date``–``end_date`` range, trading days
+  only, one date at a time with progress and a checkpoint (a retry resumes after it);
+* ``full`` — everything the API has: by-trade-date plugins from the dataset's first day
+  (``history_start``, or the task's ``start_date``) to the latest trading day, chunked
+  by day; the calendar from 1990 by year.
+
+Trading days come from TuShare ``trade_cal`` (SSE), fetched once per year per child.
+Every TuShare call first waits for the shared per-token, per-API quota
+(``rate_limit_per_minute``), which the supervisor keeps in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from plugins_bridge import progress, services
+from plugins_bridge.contract import Plugin, success
+from plugins_bridge.errors import BadParameters
+from plugins_bridge.tushare.client import TushareClient
+from plugins_bridge.warehouse import Column, TableSpec, parse_day
+
+MAX_INCREMENTAL_DAYS = 60
+CALENDAR_START = date(1990, 12, 19)  # the first SSE trading day
+F, NF, S, NS, D, ND = "Float64", "Nullable(Float64)", "String", "Nullable(String)", "Date", \
+    "Nullable(Date)"
+
+
+def _table(name: str, cols: Sequence[tuple[str, str]], order_by: Sequence[str],
+           date_column: str = "", comment: str = "") -> TableSpec:
+    return TableSpec(name, tuple(Column(n, t) for n, t in cols), tuple(order_by),
+                     f"toYYYYMM({date_column})" if date_column else "", date_column, comment)
+
+
+TRADE_CALENDAR = _table("ods_trade_calendar", [
+    ("exchange", S), ("cal_date", D), ("is_open", "UInt8"), ("pretrade_date", ND),
+], ("exchange", "cal_date"), "cal_date", "TuShare trade_cal")
+STOCK_BASIC = _table("ods_stock_basic", [
+    ("ts_code", S), ("symbol", S), ("name", S), ("area", NS), ("industry", NS),
+    ("market", NS), ("list_date", ND), ("list_status", S),
+], ("ts_code",), comment="TuShare stock_basic")
+DAILY = _table("ods_daily", [
+    ("ts_code", S), ("trade_date", D), ("open", F), ("high", F), ("low", F), ("close", F),
+    ("pre_close", NF), ("change", NF), ("pct_chg", NF), ("vol", NF), ("amount", NF),
+], ("ts_code", "trade_date"), "trade_date", "TuShare daily (unadjusted bars)")
+ADJ_FACTOR = _table("ods_adj_factor", [
+    ("ts_code", S), ("trade_date", D), ("adj_factor", F),
+], ("ts_code", "trade_date"), "trade_date", "TuShare adj_factor")
+DAILY_BASIC = _table("ods_daily_basic", [
+    ("ts_code", S), ("trade_date", D), ("close", NF), ("turnover_rate", NF),
+    ("volume_ratio", NF), ("pe", NF), ("pb", NF), ("total_mv", NF), ("circ_mv", NF),
+], ("ts_code", "trade_date"), "trade_date", "TuShare daily_basic")
+
+
+def _ymd(day: date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+@dataclass(slots=True)
+class _Calendar:
+    """Open SSE days by year, fetched through the task's client (one call a year)."""
+
+    years: dict[int, frozenset[date]] = field(default_factory=dict)
+
+    def open_days(self, client: TushareClient, start: date, end: date) -> list[date]:
+        out: list[date] = []
+        for year in range(start.year, end.year + 1):
+            if year not in self.years:
+                rows = client.query("trade_cal", {"exchange": "SSE", "start_date": f"{year}0101",
+                                                  "end_date": f"{year}1231"},
+                                    "cal_date,is_open")
+                self.years[year] = frozenset(parse_day(r["cal_date"]) for r in rows
+                                             if str(r.get("is_open")) == "1")
+            out += [d for d in self.years[year] if start <= d <= end]
+        return sorted(out)
+
+
+_calendar = _Calendar()
+
+
+def _settings() -> Any:
+    from app.settings import load_settings
+
+    return load_settings()
+
+
+class TushareDataset(Plugin):
+    """One TuShare API into one table.  Subclasses set the class attributes."""
+
+    api = ""
+    table: TableSpec
+    style = "trade_date"  # trade_date | range | none
+    history_start = date(1990, 12, 19)
+    params: dict[str, Any] = {}
+    rate_limit_per_minute: int | None = 500
+    default_timeout_seconds = 3600
+    groups = ("tushare",)
+    schedule = "daily"
+
+    # ------------------------------------------------------------ plumbing
+    def client(self) -> TushareClient:
+        limit = self.rate_limit_per_minute
+
+        def acquire(api: str) -> None:
+            services.current().acquire(api, limit)
+
+        settings = _settings()
+        return TushareClient(settings.tushare_url, settings.tushare_token,
+                             timeout=settings.tushare_timeout, acquire=acquire)
+
+    def fetch(self, client: TushareClient, **params: Any) -> list[list[Any]]:
+        rows = client.query(self.api, {**self.params, **params}, self.table.column_names)
+        names = self.table.column_names
+        return [[r.get(n) for n in names] for r in rows]
+
+    def load(self, rows: list[list[Any]]) -> int:
+        return services.current().load(self.table, rows) if rows else 0
+
+    # ------------------------------------------------------------ run
+    def run(self, **params: Any) -> dict[str, Any]:
+        ctx = progress.current_task()
+        task_type = ctx.task_type if ctx else str(params.get("task_type") or "incremental")
+        with self.client() as client:
+            if self.style == "none":
+                return success(self._load_all(client))
+            if self.style == "range":
+                return success(self._load_range(client, task_type, params))
+            return success(self._load_days(client, task_type, params, ctx))
+
+    def _load_all(self, client: TushareClient) -> int:
+        return sum(self.load(self.fetch(client, list_status=status)) for status in "LDP")
+
+    def _load_range(self, client: TushareClient, task_type: str, params: dict[str, Any]
+                    ) -> int:
+        if params.get("trade_date"):
+            day = parse_day(params["trade_date"])
+            start, end = date(day.year, 1, 1), date(day.year + 1, 12, 31)
+        elif params.get("start_date") or params.get("end_date"):
+            start = parse_day(params.get("start_date") or params["end_date"])
+            end = parse_day(params.get("end_date") or params["start_date"])
+        elif task_type == "full":
+            start, end = self.history_start, date(date.today().year + 1, 12, 31)
+        else:
+            start, end = date(date.today().year, 1, 1), date(date.today().year + 1, 12, 31)
+        years = list(range(start.year, end.year + 1))
+        loaded = 0
+        for i, year in enumerate(years, 1):
+            lo, hi = max(start, date(year, 1, 1)), min(end, date(year, 12, 31))
+            loaded += self.load(self.fetch(client, start_date=_ymd(lo), end_date=_ymd(hi)))
+            progress.report_progress(100.0 * i / len(years), loaded, str(year))
+        return loaded
+
+    def _load_days(self, client: TushareClient, task_type: str, params: dict[str, Any],
+                   ctx: progress.TaskContext | None) -> int:
+        days = self._days(client, task_type, params)
+        checkpoint = ctx.checkpoint if ctx and not params.get("trade_date") else ""
+        todo = [d for d in days if not checkpoint or _ymd(d) > checkpoint]
+        loaded = 0
+        for i, day in enumerate(todo, 1):
+            loaded += self.load(self.fetch(client, trade_date=_ymd(day)))
+            if len(todo) > 1:
+                progress.report_progress(100.0 * i / len(todo), loaded, _ymd(day),
+                                         checkpoint=_ymd(day), force=True)
+        return loaded
+
+    def _days(self, client: TushareClient, task_type: str, params: dict[str, Any]
+              ) -> list[date]:
+        today = date.today()
+        if params.get("trade_date"):
+            target = parse_day(params["trade_date"])
+            if task_type != "incremental":
+                return _calendar.open_days(client, target, target)  # [] on a holiday
+        elif task_type == "backfill":
+            if not params.get("start_date") and not params.get("end_date"):
+                raise BadParameters("a backfill needs trade_dates or start_date/end_date")
+            start = parse_day(params.get("start_date") or params["end_date"])
+            end = parse_day(params.get("end_date") or params["start_date"])
+            return _calendar.open_days(client, start, end)
+        elif task_type == "full":
+            start = parse_day(params["start_date"]) if params.get("start_date") \
+                else self.history_start
+            return _calendar.open_days(client, start, today)
+        else:
+            recent = _calendar.open_days(client, today - timedelta(days=40), today)
+            if not recent:
+                return []
+            target = recent[-1]
+        last = services.current().last_loaded(self.table)
+        if not last:
+            return _calendar.open_days(client, target, target)
+        after = parse_day(last) + timedelta(days=1)
+        if after > target:
+            return []
+        return _calendar.open_days(client, after, target)[-MAX_INCREMENTAL_DAYS:]
+
+
+class TradeCalendar(TushareDataset):
+    name = "tushare_trade_calendar"
+    description = "SSE trading calendar (TuShare trade_cal) into ods_trade_calendar"
+    api = "trade_cal"
+    table = TRADE_CALENDAR
+    style = "range"
+    params = {"exchange": "SSE"}
+    default_timeout_seconds = 600
+
+
+class StockBasic(TushareDataset):
+    name = "tushare_stock_basic"
+    description = "Stock list, every listing status (TuShare stock_basic) into ods_stock_basic"
+    api = "stock_basic"
+    table = STOCK_BASIC
+    style = "none"
+    default_timeout_seconds = 600
+
+
+class Daily(TushareDataset):
+    name = "tushare_daily"
+    description = "Daily bars (TuShare daily) into ods_daily"
+    api = "daily"
+    table = DAILY
+    dependencies = ("tushare_trade_calendar", "tushare_stock_basic")
+
+
+class AdjFactor(TushareDataset):
+    name = "tushare_adj_factor"
+    description = "Adjustment factors (TuShare adj_factor) into ods_adj_factor"
+    api = "adj_factor"
+    table = ADJ_FACTOR
+    history_start = date(2006, 1, 4)
+    dependencies = ("tushare_trade_calendar", "tushare_stock_basic")
+
+
+class DailyBasic(TushareDataset):
+    name = "tushare_daily_basic"
+    description = "Daily indicators (TuShare daily_basic) into ods_daily_basic"
+    api = "daily_basic"
+    table = DAILY_BASIC
+    history_start = date(2004, 1, 2)
+    dependencies = ("tushare_trade_calendar", "tushare_stock_basic")
+
+
+BUILTINS: tuple[Callable[[], TushareDataset], ...] = (TradeCalendar, StockBasic, Daily,
+                                                      AdjFactor, DailyBasic)
