@@ -93,7 +93,7 @@ Command = Callable[[argparse.Namespace, Settings, TaskQueue], Awaitable[int]]
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
-    registry = PluginRegistry.load(settings.plugins)
+    registry = PluginRegistry.from_settings(settings)
     params: dict[str, Any] = dict(args.param or [])
     params.update(dict(args.param_json or []))
     spec = build_spec(

@@ -62,7 +62,7 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
         log.warning("daemon.proxy_environment_removed", names=removed,
                     hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
     await wait_for_redis(settings, wait=False)  # fail fast, before binding anything
-    registry = PluginRegistry.load(settings.plugins)  # a broken plugin stops us here
+    registry = PluginRegistry.from_settings(settings)  # a broken plugin stops us here
     parts = ["worker pool", *(["scheduler"] if scheduler else []), *(["sidecar"] if api else [])]
     sched = SchedulerDaemon(settings, registry) if scheduler else None
     runner: web.AppRunner | None = None

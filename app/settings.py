@@ -87,6 +87,7 @@ class Settings:
     key_prefix: str = "stock"
     data_dir: Path = field(default_factory=lambda: Path.home() / ".local/share/stockq")
     plugins: tuple[str, ...] = ()
+    builtin_plugins: bool = True
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     # task defaults and limits
@@ -232,6 +233,8 @@ def _data_source_values(env: Mapping[str, str]) -> dict[str, object]:
         if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).hostname:
             raise ConfigError(f"STOCKQ_TUSHARE_URL={url!r} must be an http(s):// URL")
         values["tushare_url"] = url.rstrip("/")
+    if env.get("STOCKQ_BUILTIN_PLUGINS", "").strip():
+        values["builtin_plugins"] = _bool("STOCKQ_BUILTIN_PLUGINS", env["STOCKQ_BUILTIN_PLUGINS"])
     ch = env.get("STOCKQ_CLICKHOUSE_URL", "").strip()
     if ch:
         scheme = urlsplit(ch).scheme

@@ -1,7 +1,13 @@
-"""Plugin discovery: built-ins, the ``stockq.plugins`` entry point group, and
-``STOCKQ_PLUGINS`` (a comma-separated list of ``module:attr``, where attr is a plugin
-instance, a plugin class, or a list of them).  Later sources override earlier ones
-with the same name, so a deployment can replace a built-in."""
+"""Plugin discovery, in this order (a later source replaces an earlier plugin of the same
+name, so a deployment can replace a built-in):
+
+1. the built-in TuShare plugins (``plugins_bridge.tushare.datasets``; off with
+   ``STOCKQ_BUILTIN_PLUGINS=false``);
+2. the plugins of an installed ``stock_datasource`` package, through its plugin manager
+   (``plugins_bridge.adapters.stock_datasource``);
+3. the ``stockq.plugins`` entry point group;
+4. ``STOCKQ_PLUGINS``: a comma-separated list of ``module:attr``, where attr is a plugin
+   instance, a plugin class, or a list of them."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from app.errors import ConfigError, DependencyCycle, InvalidInput, UnknownPlugin
+from app.settings import Settings
 from plugins_bridge.contract import PluginLike
 
 ENTRY_POINT_GROUP = "stockq.plugins"
@@ -52,8 +59,17 @@ def load_spec(spec: str) -> list[PluginLike]:
 
 
 def builtin_plugins() -> list[PluginLike]:
-    """Plugins that ship with stockq (the TuShare built-ins come with plugins_bridge)."""
-    return []
+    """The TuShare plugins that ship with stockq."""
+    from plugins_bridge.tushare.datasets import BUILTINS
+
+    return [make() for make in BUILTINS]
+
+
+def adapted_plugins() -> list[PluginLike]:
+    """The plugins of an installed ``stock_datasource`` package ([] without one)."""
+    from plugins_bridge.adapters.stock_datasource import discover
+
+    return list(discover())
 
 
 class PluginRegistry:
@@ -63,8 +79,18 @@ class PluginRegistry:
             self._plugins[p.name] = p
 
     @classmethod
-    def load(cls, specs: Iterable[str] = (), *, use_entry_points: bool = True) -> PluginRegistry:
-        found: list[PluginLike] = list(builtin_plugins())
+    def from_settings(cls, settings: Settings) -> PluginRegistry:
+        return cls.load(settings.plugins, builtins=settings.builtin_plugins)
+
+    @classmethod
+    def load(cls, specs: Iterable[str] = (), *, use_entry_points: bool = True,
+             builtins: bool = False) -> PluginRegistry:
+        """Plugins from every source (built-ins and the adapter only with ``builtins``,
+        which :meth:`from_settings` sets from ``STOCKQ_BUILTIN_PLUGINS``)."""
+        found: list[PluginLike] = []
+        if builtins:
+            found += builtin_plugins()
+            found += adapted_plugins()
         if use_entry_points:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 try:

@@ -54,7 +54,8 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, plugins=(EXAMPLES,), retry_base_seconds=10,
+    return Settings(redis_url=redis_url, plugins=(EXAMPLES,), builtin_plugins=False,
+                    retry_base_seconds=10,
                     retry_max_seconds=300, lease_seconds=30)
 
 
@@ -82,6 +83,7 @@ async def queue(client: aioredis.Redis, settings: Settings, clock: FakeClock
 def cli_env(redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKQ_")}
     env.update(STOCKQ_REDIS_URL=redis_url, STOCKQ_PLUGINS=EXAMPLES, STOCKQ_LOG_FORMAT="json",
+               STOCKQ_BUILTIN_PLUGINS="false",
                PYTHONPATH=str(ROOT))
     return env
 

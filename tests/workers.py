@@ -24,6 +24,7 @@ def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
         STOCKQ_REDIS_URL=redis_url,
         STOCKQ_PLUGINS=WORKER_PLUGINS,
         STOCKQ_LOG_FORMAT="json",
+        STOCKQ_BUILTIN_PLUGINS="false",
         STOCKQ_LEASE_SECONDS="2",
         STOCKQ_RETRY_BASE_SECONDS="0.2",
         STOCKQ_RETRY_MAX_SECONDS="1",

@@ -157,7 +157,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
     app = web.Application(middlewares=[access_log, cors, errors, auth],
                           client_max_size=settings.api_max_body)
     app[SETTINGS] = settings
-    app[REGISTRY] = registry if registry is not None else PluginRegistry.load(settings.plugins)
+    app[REGISTRY] = registry if registry is not None else PluginRegistry.from_settings(settings)
     if warehouse is not None:
         app[WAREHOUSE] = warehouse
     for route in ROUTES:

@@ -18,12 +18,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings)
-    return asyncio.run(run_scheduler(settings, PluginRegistry.load(settings.plugins)))
+    return asyncio.run(run_scheduler(settings, PluginRegistry.from_settings(settings)))
 
 
 async def cmd_schedule_list(args: argparse.Namespace, settings: Settings,
                             queue: TaskQueue) -> int:
-    service = schedule_service(queue, PluginRegistry.load(settings.plugins))
+    service = schedule_service(queue, PluginRegistry.from_settings(settings))
     jobs = await service.describe()
     if args.json:
         print(json.dumps({"items": jobs}, ensure_ascii=False, indent=2))
@@ -45,7 +45,7 @@ async def cmd_schedule_list(args: argparse.Namespace, settings: Settings,
 
 async def cmd_schedule_run(args: argparse.Namespace, settings: Settings,
                            queue: TaskQueue) -> int:
-    service = schedule_service(queue, PluginRegistry.load(settings.plugins))
+    service = schedule_service(queue, PluginRegistry.from_settings(settings))
     fire = await service.run_now(args.name)
     if args.json:
         print(json.dumps(fire.to_dict(), ensure_ascii=False, indent=2))

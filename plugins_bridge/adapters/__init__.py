@@ -1,0 +1,1 @@
+"""Adapters that present plugins of other projects as stockq plugins."""

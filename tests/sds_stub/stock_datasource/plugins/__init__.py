@@ -1,0 +1,1 @@
+"""The stand-in's plugins, one package each (plugin.py and config.json)."""

@@ -1,0 +1,3 @@
+from stock_datasource.plugins.tushare_adj_factor.plugin import TushareAdjFactorPlugin
+
+__all__ = ["TushareAdjFactorPlugin"]

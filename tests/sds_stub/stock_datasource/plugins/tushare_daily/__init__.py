@@ -1,0 +1,3 @@
+from stock_datasource.plugins.tushare_daily.plugin import TushareDailyPlugin
+
+__all__ = ["TushareDailyPlugin"]
