@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from app import queries
+from app.doctor import add_parser as add_doctor_parser
 from app.errors import (
     ConfigError,
     IllegalTransition,
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_schedule_parsers(sub)
     add_query_parser(sub)
+    add_doctor_parser(sub)
 
     p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
     p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")

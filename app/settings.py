@@ -131,6 +131,8 @@ class Settings:
     def no_proxy_hosts(self) -> tuple[str, ...]:
         """Hosts that never go through the proxy: Redis (and ClickHouse) plus extras."""
         hosts = [urlsplit(self.redis_url).hostname or ""]
+        if self.clickhouse_url and not self.clickhouse_url.startswith("chdb:"):
+            hosts.append(urlsplit(self.clickhouse_url).hostname or "")
         return tuple(h for h in dict.fromkeys([*hosts, *self.no_proxy]) if h)
 
     @property

@@ -23,7 +23,7 @@ from app.scheduler.calendar import (
     tushare_fetch,
 )
 from app.settings import PROXY_ENVIRONMENT, Settings
-from ops.fake_tushare import FakeTushare
+from plugins_bridge.tushare.fake_server import FakeTushare
 from tests.conftest import FakeClock
 
 TOKEN = "cal-s3cret-token-9f8e7d6c5b4a"

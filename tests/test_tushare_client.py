@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from app.settings import PROXY_ENVIRONMENT, Settings
-from ops.fake_tushare import FakeTushare
 from plugins_bridge.errors import ConfigurationError, NetworkError, PluginError, RateLimited
 from plugins_bridge.proxy import proxy_context
 from plugins_bridge.tushare import (
@@ -25,6 +24,7 @@ from plugins_bridge.tushare import (
     TushareTokenError,
     error_for_code,
 )
+from plugins_bridge.tushare.fake_server import FakeTushare
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token-0123456789abcdef"

@@ -1,0 +1,180 @@
+"""``stockq doctor``: check what stockq needs and say what to fix.
+
+Each check prints ``ok``, ``warn`` or ``FAIL`` with a one-line finding and, when it is
+not ok, the fix.  Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
+Checks: settings, Redis (reachable, version, persistence), ClickHouse (server reachable,
+or the embedded engine's directory), TuShare (reachable through the proxy when one is
+set, token accepted), plugins and schedules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from app.errors import StockqError
+from app.redis_client import create_client, ping
+from app.settings import Settings, load_settings, redact_url
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str
+    level: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+async def check_redis(settings: Settings) -> list[Finding]:
+    url = settings.redis_url_redacted
+    try:
+        client = create_client(settings)
+    except StockqError as exc:
+        return [Finding("redis", "fail", exc.message, "set STOCKQ_REDIS_ENABLED=true: stockq "
+                        "has no other way to queue tasks")]
+    try:
+        started = time.perf_counter()
+        await ping(client, settings)
+        latency = (time.perf_counter() - started) * 1000
+        info = await client.info("server")
+        persistence = await client.info("persistence")
+    except StockqError as exc:
+        return [Finding("redis", "fail", exc.message,
+                        f"start Redis at {url} or point STOCKQ_REDIS_URL at a running one "
+                        "(ops/run.sh starts a local one when none is configured)")]
+    finally:
+        await client.aclose()
+    version = str(info.get("redis_version", "?"))
+    out = [Finding("redis", "ok", f"{url} answers in {latency:.1f} ms (Redis {version})")]
+    major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if major_minor and major_minor < (6, 2):
+        out.append(Finding("redis", "warn", f"Redis {version} is older than 6.2",
+                           "upgrade: large executions are created faster with COPY (6.2+)"))
+    if not int(persistence.get("aof_enabled", 0)) and \
+            not str(persistence.get("rdb_last_save_time", "")):
+        out.append(Finding("redis", "warn", "no persistence (AOF off)",
+                           "enable appendonly: queued tasks and schedule state live in Redis"))
+    elif not int(persistence.get("aof_enabled", 0)):
+        out.append(Finding("redis", "warn", "AOF is off: a crash loses the writes since the "
+                           "last snapshot", "set appendonly yes in redis.conf"))
+    return out
+
+
+def check_clickhouse(settings: Settings) -> list[Finding]:
+    from plugins_bridge.warehouse import Warehouse, is_embedded, warehouse_url
+
+    url = warehouse_url(settings)
+    if is_embedded(url):
+        path = url.split("://", 1)[1]
+        parent = os.path.dirname(path.rstrip("/")) or "/"
+        where = path if os.path.isdir(path) else parent
+        if not os.access(where, os.W_OK) and os.path.exists(where):
+            return [Finding("clickhouse", "fail", f"embedded ClickHouse at {path}: "
+                            f"{where} is not writable",
+                            "set STOCKQ_DATA_DIR (or STOCKQ_CLICKHOUSE_URL) to a writable place")]
+        try:
+            import chdb  # noqa: F401
+        except ImportError:
+            return [Finding("clickhouse", "fail", "the embedded engine (chdb-core) is not "
+                            "installed", "pip install chdb-core, or use a ClickHouse server")]
+        return [Finding("clickhouse", "ok", f"embedded engine at {path} (opened by `stockq "
+                        "run` only; separate roles need STOCKQ_CLICKHOUSE_URL=http://...)")]
+    try:
+        warehouse = Warehouse(url)
+    except StockqError as exc:
+        return [Finding("clickhouse", "fail", exc.message,
+                        "start ClickHouse or fix STOCKQ_CLICKHOUSE_URL")]
+    try:
+        version = warehouse.query("SELECT version()")["rows"][0][0]
+    except StockqError as exc:
+        return [Finding("clickhouse", "fail", exc.message, "check the user and database")]
+    finally:
+        warehouse.close()
+    return [Finding("clickhouse", "ok", f"{redact_url(url)} answers (ClickHouse {version})")]
+
+
+def check_tushare(settings: Settings) -> list[Finding]:
+    from plugins_bridge.errors import ConfigurationError, PluginError
+    from plugins_bridge.tushare.client import TushareClient
+
+    via = f" through the proxy {redact_url(settings.http_proxy)}" if settings.http_proxy \
+        else ""
+    if not settings.tushare_token:
+        return [Finding("tushare", "warn", "TUSHARE_TOKEN is not set: TuShare tasks fail "
+                        "with config_error and the scheduler uses the offline calendar",
+                        "set TUSHARE_TOKEN (or run `stockq run --demo` to try it offline)")]
+    proxies = {"http": settings.http_proxy, "https": settings.http_proxy} \
+        if settings.http_proxy else {}
+    client = TushareClient(settings.tushare_url, settings.tushare_token,
+                           timeout=min(settings.tushare_timeout, 15), proxies=proxies)
+    today = time.strftime("%Y%m%d")
+    try:
+        with client:
+            client.query("trade_cal", {"exchange": "SSE", "start_date": today,
+                                       "end_date": today}, "cal_date,is_open")
+    except ConfigurationError as exc:
+        return [Finding("tushare", "fail", f"{settings.tushare_url}{via}: {exc.message}",
+                        "check TUSHARE_TOKEN (and the account's points for the APIs)")]
+    except PluginError as exc:
+        return [Finding("tushare", "fail", f"{settings.tushare_url}{via}: {exc.message}",
+                        "check the network or STOCKQ_HTTP_PROXY, or STOCKQ_TUSHARE_URL")]
+    return [Finding("tushare", "ok", f"{settings.tushare_url}{via} answers; the token is "
+                    "accepted")]
+
+
+def check_plugins(settings: Settings) -> list[Finding]:
+    from app.scheduler.jobs import build_jobs
+    from plugins_bridge.registry import PluginRegistry
+
+    try:
+        registry = PluginRegistry.from_settings(settings)
+        jobs = build_jobs(settings, registry)
+        for job in jobs:
+            registry.resolve(job.plugins)
+    except StockqError as exc:
+        return [Finding("plugins", "fail", exc.message, "fix STOCKQ_PLUGINS or the plugin")]
+    names = registry.names()
+    out = [Finding("plugins", "ok" if names else "warn",
+                   f"{len(names)} plugins: {', '.join(names[:12])}"
+                   + (" ..." if len(names) > 12 else ""),
+                   "" if names else "set STOCKQ_PLUGINS or STOCKQ_BUILTIN_PLUGINS=true")]
+    out.append(Finding("schedules", "ok", "; ".join(
+        f"{j.name} '{j.expression}' ({len(j.plugins)} plugins)" for j in jobs)))
+    return out
+
+
+async def run_checks(settings: Settings) -> list[Finding]:
+    findings = [Finding("settings", "ok", f"time zone {settings.timezone}, data directory "
+                        f"{settings.data_dir}")]
+    findings += await check_redis(settings)
+    findings += await asyncio.to_thread(check_clickhouse, settings)
+    findings += await asyncio.to_thread(check_tushare, settings)
+    findings += check_plugins(settings)
+    return findings
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except StockqError as exc:
+        findings = [Finding("settings", "fail", exc.message, "fix the variable it names")]
+    else:
+        findings = asyncio.run(run_checks(settings))
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], ensure_ascii=False, indent=2))
+    else:
+        for f in findings:
+            label = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[f.level]
+            print(f"{label}  {f.check:<10} {f.detail}")
+            if f.fix:
+                print(f"      {'':<10} fix: {f.fix}")
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="check Redis, ClickHouse, TuShare and the plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(sync_func=cmd_doctor)
