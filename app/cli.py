@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from app import queries
+from app.daemon_commands import add_parsers as add_daemon_parsers
 from app.doctor import add_parser as add_doctor_parser
 from app.errors import (
     ConfigError,
@@ -25,7 +26,7 @@ from app.errors import (
     StockqError,
 )
 from app.logs import configure_logging
-from app.models import Task
+from app.models import Task, TaskStatus
 from app.query_command import add_parser as add_query_parser
 from app.queue import TaskQueue
 from app.redis_client import create_client
@@ -113,13 +114,52 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQu
     )
     task_id, created = await queue.enqueue(spec)
     task = await queue.get(task_id)
-    if args.json:
+    if args.json and not args.wait:
         _print_json({**task.to_dict(), "created": created})
     elif created:
         print(f"submitted {task_id} ({spec.plugin_name}, {spec.task_type.value})")
     else:
         print(f"already queued: {task_id} is {task.status.value} with the same work")
-    return 0
+    if not args.wait:
+        return 0
+    task = await follow(queue, task_id)
+    if args.json:
+        _print_json(task.to_dict())
+    return 0 if task.status == TaskStatus.COMPLETED else EXIT_FAILED
+
+
+def _progress_line(t: Task) -> str:
+    filled = int(t.progress / 5)
+    line = (f"{t.status.value:<9} [{'#' * filled}{'.' * (20 - filled)}] {t.progress:5.1f}%  "
+            f"records {t.records_processed}  attempt {t.attempt}/{t.max_attempts}")
+    if t.status == TaskStatus.RETRYING and t.last_error_type:
+        line += f"  (retrying after {t.last_error_type})"
+    return line
+
+
+async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25) -> Task:
+    """Show the task's progress on stderr until it ends (a bar on a terminal, a line per
+    change otherwise); print how it ended."""
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        task = await queue.get(task_id)
+        line = _progress_line(task)
+        if line != last:
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
+                  flush=True)
+            last = line
+        if task.status.terminal:
+            break
+        await asyncio.sleep(interval)
+    if tty:
+        print(file=sys.stderr)
+    if task.status == TaskStatus.COMPLETED:
+        print(f"completed {task_id}: {task.records_processed} records")
+    else:
+        detail = f" [{task.last_error_type}] {task.error_message}" if task.error_message else ""
+        print(f"{task.status.value} {task_id}{detail}", file=sys.stderr)
+    return task
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
@@ -180,73 +220,6 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
     return 0
 
 
-NOT_BUILT = ("the built-in TuShare plugins and the ClickHouse audit",)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from app.worker.main import run_worker
-    from app.worker.supervisor import PoolOptions
-
-    settings = load_settings()
-    configure_logging(settings)
-    options = PoolOptions(shutdown_grace=args.shutdown_grace)
-    if args.concurrency is not None:
-        options.concurrency = args.concurrency
-    if args.max_tasks_per_child is not None:
-        options.max_tasks_per_child = args.max_tasks_per_child
-    return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
-
-
-def cmd_api(args: argparse.Namespace) -> int:
-    from app.daemon import serve_api
-
-    settings = load_settings()
-    configure_logging(settings)
-    return asyncio.run(serve_api(settings, args.host or settings.api_host,
-                                 args.port or settings.api_port))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < 86400 * 7:
-        raise argparse.ArgumentTypeError("must be between 0 and a week")
-    return value
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """The all-in-one daemon: the HTTP sidecar, the scheduler and a worker pool in one
-    process."""
-    from app.daemon import run_all
-    from app.worker.supervisor import PoolOptions
-
-    settings = load_settings()
-    configure_logging(settings)
-    parts = [*([] if args.no_api else ["the sidecar"]),
-             *([] if args.no_scheduler else ["the scheduler"]), "a worker pool"]
-    print(f"stockq run: starting {', '.join(parts)}; not built yet: " + "; ".join(NOT_BUILT),
-          file=sys.stderr)
-    options = PoolOptions()
-    if args.workers is not None:
-        options.concurrency = args.workers
-    return asyncio.run(run_all(settings, options, api=not args.no_api,
-                               scheduler=not args.no_scheduler,
-                               host=args.host or settings.api_host,
-                               port=args.port or settings.api_port))
-
-
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockq", description=__doc__.splitlines()[0])
@@ -265,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="string parameter passed to the plugin (repeat)")
     p.add_argument("--param-json", action="append", type=_kv_json, metavar="K=JSON",
                    help="JSON parameter passed to the plugin (repeat)")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the task with a progress bar; exit 0 only if it completes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_submit)
 
@@ -292,32 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("worker", help="run a worker pool (supervisor + child processes)")
-    p.add_argument("--concurrency", type=_positive_int, help="children (default: CPU count)")
-    p.add_argument("--max-tasks-per-child", type=_positive_int,
-                   help="recycle a child after this many tasks (default 10000)")
-    p.add_argument("--shutdown-grace", type=_seconds, default=30.0,
-                   help="seconds running tasks get to finish after SIGTERM (default 30)")
-    p.add_argument("--wait-for-redis", action="store_true",
-                   help="wait for Redis at start instead of exiting")
-    p.set_defaults(sync_func=cmd_worker)
-
-    p = sub.add_parser("api", help="run the HTTP sidecar")
-    p.add_argument("--host", help="bind address (default STOCKQ_API_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, help="port (default STOCKQ_API_PORT or 8080)")
-    p.set_defaults(sync_func=cmd_api)
-
+    add_daemon_parsers(sub)
     add_schedule_parsers(sub)
     add_query_parser(sub)
     add_doctor_parser(sub)
-
-    p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
-    p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")
-    p.add_argument("--host", help="sidecar bind address (default STOCKQ_API_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, help="sidecar port (default 8080)")
-    p.add_argument("--no-api", action="store_true", help="run without the HTTP sidecar")
-    p.add_argument("--no-scheduler", action="store_true", help="run without the scheduler")
-    p.set_defaults(sync_func=cmd_run)
     return parser
 
 

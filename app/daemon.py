@@ -17,12 +17,16 @@ from app.settings import Settings, scrub_proxy_environment
 from app.worker.main import wait_for_redis
 from app.worker.supervisor import PoolOptions, Supervisor
 from plugins_bridge.registry import PluginRegistry
+from plugins_bridge.warehouse import Warehouse, open_warehouse
 
 log = get_logger("stockq.daemon")
 
 
-async def start_api(settings: Settings, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+async def start_api(settings: Settings, host: str, port: int, *,
+                    registry: PluginRegistry | None = None,
+                    warehouse: Warehouse | None = None) -> web.AppRunner:
+    app = create_app(settings, registry=registry, warehouse=warehouse)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -35,18 +39,25 @@ async def start_api(settings: Settings, host: str, port: int) -> web.AppRunner:
 
 
 async def serve_api(settings: Settings, host: str, port: int) -> int:
-    """``stockq api``: serve until SIGTERM/SIGINT, then stop cleanly (exit 0)."""
+    """``stockq api``: serve until SIGTERM/SIGINT, then stop cleanly (exit 0).  It opens
+    a ClickHouse server for ``/api/v1/query`` when one is configured (never the
+    embedded engine, which belongs to ``stockq run``)."""
     scrub_proxy_environment()
-    runner = await start_api(settings, host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    warehouse = open_warehouse(settings, embedded_allowed=False)
     try:
-        await stop.wait()
+        runner = await start_api(settings, host, port, warehouse=warehouse)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            log.info("api.stopped")
     finally:
-        await runner.cleanup()
-        log.info("api.stopped")
+        if warehouse is not None:
+            warehouse.close()
     return 0
 
 

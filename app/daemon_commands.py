@@ -1,0 +1,131 @@
+"""The long-running commands: ``stockq worker``, ``stockq api`` and ``stockq run``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from app.logs import configure_logging
+from app.settings import Settings, load_settings
+
+NOT_BUILT = ("the built-in TuShare plugins and the ClickHouse audit",)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.worker.main import run_worker
+    from app.worker.supervisor import PoolOptions
+
+    settings = load_settings()
+    configure_logging(settings)
+    options = PoolOptions(shutdown_grace=args.shutdown_grace)
+    if args.concurrency is not None:
+        options.concurrency = args.concurrency
+    if args.max_tasks_per_child is not None:
+        options.max_tasks_per_child = args.max_tasks_per_child
+    return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from app.daemon import serve_api
+
+    settings = load_settings()
+    configure_logging(settings)
+    return asyncio.run(serve_api(settings, args.host or settings.api_host,
+                                 args.port or settings.api_port))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < 86400 * 7:
+        raise argparse.ArgumentTypeError("must be between 0 and a week")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The all-in-one daemon: the HTTP sidecar, the scheduler and a worker pool in one
+    process."""
+    from app.daemon import run_all
+    from app.worker.supervisor import PoolOptions
+
+    settings = load_settings()
+    configure_logging(settings)
+    fake = None
+    if args.demo:
+        settings, fake = _start_demo(settings)
+    parts = [*([] if args.no_api else ["the sidecar"]),
+             *([] if args.no_scheduler else ["the scheduler"]), "a worker pool"]
+    print(f"stockq run: starting {', '.join(parts)}; not built yet: " + "; ".join(NOT_BUILT),
+          file=sys.stderr)
+    options = PoolOptions()
+    if args.workers is not None:
+        options.concurrency = args.workers
+    try:
+        return asyncio.run(run_all(settings, options, api=not args.no_api,
+                                   scheduler=not args.no_scheduler,
+                                   host=args.host or settings.api_host,
+                                   port=args.port or settings.api_port))
+    finally:
+        if fake is not None:
+            fake.stop()
+
+
+def _start_demo(settings: Settings) -> tuple[Settings, Any]:
+    """``--demo``: TuShare is the bundled fake server (deterministic data, any date), in
+    a thread of this process; worker children inherit its URL and token."""
+    import dataclasses
+    import os
+
+    from plugins_bridge.tushare.fake_server import FakeTushare
+
+    fake = FakeTushare()
+    fake.start()
+    os.environ["STOCKQ_TUSHARE_URL"] = fake.url
+    os.environ["TUSHARE_TOKEN"] = fake.token or "demo-token"
+    os.environ.pop("STOCKQ_TUSHARE_TOKEN", None)
+    print(f"stockq run --demo: TuShare is the bundled fake server at {fake.url}",
+          file=sys.stderr)
+    return dataclasses.replace(settings, tushare_url=fake.url,
+                               tushare_token=os.environ["TUSHARE_TOKEN"]), fake
+
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("worker", help="run a worker pool (supervisor + child processes)")
+    p.add_argument("--concurrency", type=_positive_int, help="children (default: CPU count)")
+    p.add_argument("--max-tasks-per-child", type=_positive_int,
+                   help="recycle a child after this many tasks (default 10000)")
+    p.add_argument("--shutdown-grace", type=_seconds, default=30.0,
+                   help="seconds running tasks get to finish after SIGTERM (default 30)")
+    p.add_argument("--wait-for-redis", action="store_true",
+                   help="wait for Redis at start instead of exiting")
+    p.set_defaults(sync_func=cmd_worker)
+
+    p = sub.add_parser("api", help="run the HTTP sidecar")
+    p.add_argument("--host", help="bind address (default STOCKQ_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, help="port (default STOCKQ_API_PORT or 8080)")
+    p.set_defaults(sync_func=cmd_api)
+
+    p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
+    p.add_argument("--workers", type=_positive_int, help="worker children (default: CPU count)")
+    p.add_argument("--host", help="sidecar bind address (default STOCKQ_API_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, help="sidecar port (default 8080)")
+    p.add_argument("--no-api", action="store_true", help="run without the HTTP sidecar")
+    p.add_argument("--no-scheduler", action="store_true", help="run without the scheduler")
+    p.add_argument("--demo", action="store_true",
+                   help="use the bundled fake TuShare server (offline, deterministic data)")
+    p.set_defaults(sync_func=cmd_run)
