@@ -3,12 +3,20 @@
 JSON lines on stderr when stderr is not a terminal (or ``STOCKQ_LOG_FORMAT=json``), a
 readable console format otherwise.  Every state change logs one fixed event name (the
 catalogue is docs/logging.md); values that look like secrets are redacted.
+
+The worker logs two lines per task, so the JSON path is kept cheap: one processor adds
+the level and the timestamp, redacts, formats an exception and renders (instead of a
+chain of five), the encoder is built once, and :func:`get_logger` binds its logger once
+per configuration instead of at every call.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -21,6 +29,7 @@ _SECRET_KEYS = ("token", "password", "secret", "authorization", "api_key")
 
 
 _verdicts: dict[str, bool] = {}
+_plain: set[str] = set()  # keys known not to be secrets (the common case, checked in C)
 
 
 def _is_secret(key: str) -> bool:
@@ -30,6 +39,8 @@ def _is_secret(key: str) -> bool:
         verdict = any(s in lowered for s in _SECRET_KEYS) and key != "lease_token"
         if len(_verdicts) < 10_000:
             _verdicts[key] = verdict
+            if not verdict:
+                _plain.add(key)
     return verdict
 
 
@@ -37,6 +48,91 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     for key in [k for k in event if _is_secret(k)]:
         event[key] = "***"
     return event
+
+
+class _UtcClock:
+    """``2026-11-30T12:00:00.123456Z`` (what structlog's ``TimeStamper(fmt="iso",
+    utc=True)`` writes), formatting the date and time once per second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((t - second) * 1e6):06d}Z"
+
+
+_LEVELS = {"warn": "warning", "exception": "error"}
+_format_exc_info = structlog.processors.format_exc_info
+
+
+def _fallback(obj: Any) -> Any:
+    """What structlog's JSONRenderer does with values JSON cannot encode."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+class JsonLines:
+    """The JSON line processor: level, timestamp, redaction, exception text, then
+    rendering (structlog's add_log_level, TimeStamper, _redact, format_exc_info and
+    JSONRenderer(ensure_ascii=False) fused; the fields and values are the same)."""
+
+    def __init__(self) -> None:
+        self._clock = _UtcClock()
+        # what json.dumps(ensure_ascii=False, default=...) builds at every call, built once
+        # (without the circular-reference markers: log values are flat)
+        self._encode = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+            None, _fallback, json.encoder.encode_basestring, None, ": ", ", ", False,
+            False, True)
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        event["level"] = _LEVELS.get(method, method)
+        event["timestamp"] = self._clock.now()
+        if not _plain.issuperset(event):
+            _redact(logger, method, event)
+        if "exc_info" in event:
+            event = _format_exc_info(logger, method, event)
+        try:
+            return "".join(self._encode(event, 0))
+        except (ValueError, RecursionError):  # e.g. a circular value: checked encoding
+            return json.dumps(event, ensure_ascii=False, default=_fallback)
+
+
+_file_locks: dict[int, threading.Lock] = {}
+
+
+class LineLogger:
+    """structlog's PrintLogger, writing a line with one ``write``: ``print`` writes the
+    text and its newline separately, two system calls on the (write-through) stderr."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self._lock = _file_locks.setdefault(id(file), threading.Lock())
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class LineLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> LineLogger:
+        return LineLogger(self._file)
 
 
 def configure_logging(settings: Settings, *, force: bool = False) -> None:
@@ -48,28 +144,70 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
-    renderer: Any = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if use_json:
+        processors.append(JsonLines())
+    else:
+        processors += [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=LineLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
     _configured = True
 
 
+class _Logger:
+    """A structlog logger tagged ``component=name``, bound at first use and bound again
+    whenever structlog was configured since (so the configuration done later at
+    start-up, or a test's, applies), instead of at every call like structlog's lazy
+    proxy."""
+
+    __slots__ = ("_component", "_bound", "_processors", "_factory")
+
+    def __init__(self, component: str) -> None:
+        self._component = component
+        self._bound: Any = None
+        self._processors: Any = None
+        self._factory: Any = None
+
+    def _logger(self) -> Any:
+        config = structlog.get_config()
+        if (self._bound is None or config["processors"] is not self._processors
+                or config["logger_factory"] is not self._factory):
+            self._processors = config["processors"]
+            self._factory = config["logger_factory"]
+            self._bound = structlog.get_logger().bind(component=self._component)
+        return self._bound
+
+    # the methods the code calls, without a __getattr__ lookup each time
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._logger().debug(event, *args, **kw)
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._logger().info(event, *args, **kw)
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._logger().warning(event, *args, **kw)
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._logger().error(event, *args, **kw)
+
+    def exception(self, event: str, *args: Any, **kw: Any) -> Any:
+        return self._logger().exception(event, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger(), name)
+
+
 def get_logger(name: str) -> Any:
     """A lazy structlog logger tagged ``component=name`` (bound at first use, so the
     configuration done later at start-up applies)."""
-    return structlog.get_logger(component=name)
+    return _Logger(name)

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from app.errors import InvalidInput
 
@@ -108,6 +108,17 @@ class Limits:
     default_max_attempts: int = 3
     max_attempts_limit: int = 20
     max_trade_dates: int = 10_000
+
+
+def _dates_json(dates: tuple[str, ...]) -> str:
+    return _list_json(list(dates)) if dates else "[]"
+
+
+# Encoders built once (json.dumps with arguments builds one per call): the stored
+# params, the stored trade dates and the dedup identity, as before
+_params_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+_list_json = json.JSONEncoder().encode
+_digest_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +224,7 @@ class TaskSpec:
             self.end_date,
             self.params,
         ]
-        raw = json.dumps(ident, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha1(raw.encode("utf-8")).hexdigest()
+        return hashlib.sha1(_digest_json(ident).encode("utf-8")).hexdigest()
 
     def to_fields(self, task_id: str) -> dict[str, str]:
         """The hash fields the Lua scripts write for this spec (all strings)."""
@@ -222,7 +232,7 @@ class TaskSpec:
             "task_id": task_id,
             "plugin_name": self.plugin_name,
             "task_type": self.task_type.value,
-            "trade_dates": json.dumps(list(self.trade_dates)),
+            "trade_dates": _dates_json(self.trade_dates),
             "start_date": self.start_date,
             "end_date": self.end_date,
             "priority": str(int(self.priority)),
@@ -234,7 +244,7 @@ class TaskSpec:
             "dedup_key": self.dedup_digest(),
         }
         if self.params:
-            out["params"] = json.dumps(self.params, sort_keys=True, ensure_ascii=False)
+            out["params"] = _params_json(self.params)
         return out
 
 
@@ -408,6 +418,52 @@ class Task:
 
 
 _TASK_FIELDS = tuple(f for f in fields(Task) if f.name != "lease_token")
+
+
+class Leased(Protocol):
+    """What a transition of a running attempt needs: the task and its lease token."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def lease_token(self) -> str: ...
+
+
+#: The fields of a claimed task a worker needs to run it, in the order ``claim_next``
+#: (lib.lua: WORK_FIELDS) returns them for a worker claim.  ``attempt`` is the new one.
+WORK_FIELDS = (
+    "task_id", "plugin_name", "attempt", "execution_id", "timeout_seconds", "checkpoint",
+    "records_processed", "task_type", "trade_dates", "start_date", "end_date", "params",
+)
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A task claimed by a worker, as the supervisor needs it: what it logs and what the
+    transitions of the attempt need (decoded), and the stored fields the child decodes
+    to run it (:func:`app.worker.protocol.work_payload`) — a claim for a worker returns
+    only these instead of the whole hash."""
+
+    task_id: str
+    plugin_name: str
+    attempt: int
+    execution_id: str
+    timeout_seconds: int
+    checkpoint: str
+    lease_token: str
+    fields: dict[str, str]  # WORK_FIELDS -> stored value ("" when absent)
+
+    @classmethod
+    def from_values(cls, values: list[Any], lease_token: str) -> WorkItem:
+        """From claim_next's list of values (WORK_FIELDS order; None when absent)."""
+        f = {k: v or "" for k, v in zip(WORK_FIELDS, values, strict=True)}
+        return cls(
+            task_id=f["task_id"], plugin_name=f["plugin_name"], attempt=_int(f["attempt"]),
+            execution_id=f["execution_id"],
+            timeout_seconds=_int(f["timeout_seconds"], 3600) or 3600,
+            checkpoint=f["checkpoint"], lease_token=lease_token, fields=f,
+        )
 
 
 @dataclass(slots=True)

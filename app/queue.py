@@ -7,7 +7,9 @@ in :mod:`app.queries`; batches in :mod:`app.executions`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import random
 import time
 import uuid
@@ -22,7 +24,7 @@ from app.errors import TaskNotFound
 from app.failures import bound_message, is_retryable
 from app.keys import Keys, fixed_keys
 from app.logs import get_logger
-from app.models import Task, TaskSpec, TaskStatus
+from app.models import Leased, Task, TaskSpec, TaskStatus, WorkItem
 from app.redis_client import redis_errors
 from app.scripts import Scripts
 from app.settings import Settings
@@ -34,12 +36,37 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+class _Tokens:
+    """Lease tokens: a random prefix per process (drawn again in a forked child) and a
+    counter, so every claim gets a token no other attempt has, without a system call
+    for randomness per claim."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = uuid.uuid4().hex[:20]
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter)}"
+
+
+_tokens = _Tokens()
+
+
+def new_token() -> str:
+    """A lease token for one claim (unique per attempt; opaque to everything else)."""
+    return _tokens.next()
+
+
 @dataclass(frozen=True, slots=True)
 class FailOutcome:
     status: TaskStatus
     attempt: int
     next_run_at_ms: int | None
-    next_task: Task | None = None
+    next_task: WorkItem | None = None  # claimed in the same call (claim_for)
 
 
 def enqueue_call(keys: Keys, spec: TaskSpec, task_id: str) -> tuple[list[str], list[Any]]:
@@ -52,10 +79,20 @@ def enqueue_call(keys: Keys, spec: TaskSpec, task_id: str) -> tuple[list[str], l
     return [keys.dedup(fields["dedup_key"])], args
 
 
+_iso_second: tuple[int, str] = (-1, "")  # the last second formatted (one tuple: threads)
+
+
 def clock_args(keys: Keys, now: float) -> list[Any]:
     """ARGV[1..3] of every script: prefix, now in ms, now as ISO 8601 (UTC)."""
-    iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
-    return [keys.prefix, int(now * 1000), iso]
+    global _iso_second
+    ms = int(now * 1000)
+    second, millis = divmod(ms, 1000)
+    cached = _iso_second
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _iso_second = cached
+    # isoformat(timespec="milliseconds") of the same millisecond as ARGV[2]
+    return [keys.prefix, ms, f"{cached[1]}.{millis:03d}+00:00"]
 
 
 def log_enqueued(log: Any, spec: TaskSpec, task_id: str, created: bool) -> None:
@@ -70,6 +107,10 @@ def _task_or_none(raw: Any) -> Task | None:
     if not raw:
         return None
     return Task.from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
+
+
+def _work_or_none(raw: Any, token: str) -> WorkItem | None:
+    return WorkItem.from_values(raw, token) if raw else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +212,18 @@ class TaskQueue:
                                                                            promote_limit)))
 
     def _claim_args(self, worker_id: str | None, token: str | None = None,
-                    promote_limit: int = 100) -> list[Any]:
+                    promote_limit: int = 100, *, work: bool = False) -> list[Any]:
         if not worker_id:
             return [""]
-        return [worker_id, token or new_id(), int(self.settings.lease_seconds * 1000),
-                promote_limit]
+        return [worker_id, token or new_token(), int(self.settings.lease_seconds * 1000),
+                promote_limit, "work" if work else ""]
+
+    async def claim_work(self, worker_id: str, token: str | None = None) -> WorkItem | None:
+        """:meth:`claim` for a worker: the task comes back as a :class:`WorkItem` (only
+        what running it needs, a smaller reply than the whole hash)."""
+        token = token or new_token()
+        return _work_or_none(await self.run("claim", [], self._claim_args(worker_id, token,
+                                                                           work=True)), token)
 
     async def wait_for_doorbell(self, timeout: float) -> bool:
         """Block until a task was made ready (or ``timeout`` s); True when rung."""
@@ -184,7 +232,7 @@ class TaskQueue:
             return bool(rung)
 
     async def progress(
-        self, task: Task, percent: float, records: int = 0, message: str = "",
+        self, task: Leased, percent: float, records: int = 0, message: str = "",
         *, checkpoint: str = "",
     ) -> bool:
         """Record progress; returns True when a cancel was requested."""
@@ -198,23 +246,25 @@ class TaskQueue:
         return bool(flag)
 
     async def complete(
-        self, task: Task, records: int = 0, result: Mapping[str, Any] | None = None,
+        self, task: Leased, records: int = 0, result: Mapping[str, Any] | None = None,
         *, checkpoint: str = "", claim_for: str | None = None,
-    ) -> Task | None:
+    ) -> WorkItem | None:
         """End the attempt ``completed``.  With ``claim_for`` (a worker id) the same
-        round trip claims that worker's next task, which is returned."""
+        round trip claims that worker's next task, which is returned (as
+        :meth:`claim_work` does)."""
         summary = json.dumps(result, ensure_ascii=False, default=str)[:4000] if result else ""
+        token = new_token()
         _, nxt = await self.run(
             "complete",
             [self.keys.task(task.task_id)],
             [task.task_id, task.lease_token, int(records), summary, self._retention,
-             checkpoint, *self._claim_args(claim_for)],
+             checkpoint, *self._claim_args(claim_for, token, work=True)],
         )
-        return _task_or_none(nxt)
+        return _work_or_none(nxt, token)
 
     async def fail(
         self,
-        task: Task,
+        task: Leased,
         error_type: str,
         message: str,
         *,
@@ -227,6 +277,7 @@ class TaskQueue:
         """A failed attempt: retry later (backoff) or fail for good.  ``claim_for`` as
         in :meth:`complete`."""
         retry = is_retryable(error_type) if retryable is None else retryable
+        token = new_token()
         status, at, attempt, nxt = await self.run(
             "fail",
             [self.keys.task(task.task_id)],
@@ -243,19 +294,20 @@ class TaskQueue:
                 self._retention,
                 int(records),
                 checkpoint,
-                *self._claim_args(claim_for),
+                *self._claim_args(claim_for, token, work=True),
             ],
         )
-        return FailOutcome(TaskStatus(status), int(attempt), int(at) or None, _task_or_none(nxt))
+        return FailOutcome(TaskStatus(status), int(attempt), int(at) or None,
+                           _work_or_none(nxt, token))
 
-    async def acknowledge_cancel(self, task: Task) -> None:
+    async def acknowledge_cancel(self, task: Leased) -> None:
         await self.run(
             "acknowledge_cancel",
             [self.keys.task(task.task_id)],
             [task.task_id, task.lease_token, self._retention],
         )
 
-    async def requeue(self, task: Task, reason: str = "requeued at shutdown", *,
+    async def requeue(self, task: Leased, reason: str = "requeued at shutdown", *,
                       checkpoint: str = "") -> None:
         """Give a running task back without consuming an attempt."""
         await self.run(

@@ -32,9 +32,11 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()  # looked up once, not at every request
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -70,7 +72,7 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
     def request(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.closed or self.transport is None:
             fut.set_exception(ConnectionError("connection to Redis is closed"))

@@ -114,15 +114,18 @@ class Scripts:
             }
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        with redis_errors(self._settings):
-            try:
-                if self._channel is None:
-                    return await self._scripts[name](keys=keys, args=args, client=self._client)
-                return await self._evalsha(name, keys, args)
-            except ResponseError as exc:
-                mapped = map_response_error(exc)
-                if mapped is not None:
-                    raise mapped from None
+        try:
+            if self._channel is None:
+                return await self._scripts[name](keys=keys, args=args, client=self._client)
+            return await self._evalsha(name, keys, args)
+        except ResponseError as exc:
+            mapped = map_response_error(exc)
+            if mapped is not None:
+                raise mapped from None
+            with redis_errors(self._settings):  # entered on the error path only
+                raise
+        except Exception:
+            with redis_errors(self._settings):
                 raise
 
     async def _evalsha(self, name: str, keys: list[str], args: list[Any]) -> Any:

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from app.errors import IllegalTransition, NotFound, StaleLease
 from app.models import Priority, TaskSpec, TaskStatus
 from app.queue import TaskQueue
+from app.worker.protocol import work_payload
 from tests.conftest import FakeClock
 
 
@@ -315,3 +316,36 @@ async def test_transitions_on_unknown_or_pending_tasks_are_errors(queue: TaskQue
     pending.task_id = "nope"
     with pytest.raises(NotFound):
         await queue.complete(pending)
+
+
+async def test_worker_claims_return_what_running_needs(queue: TaskQueue) -> None:
+    """claim_work and complete/fail(claim_for=...) return a WorkItem (lib.lua's
+    WORK_FIELDS order): the same values as the stored hash, decoded for the child."""
+    first, _ = await queue.enqueue(spec(trade_dates=["2024-01-03", "2024-01-02"],
+                                        params={"x": 1}, timeout_seconds=90))
+    second, _ = await queue.enqueue(spec(start_date="2024-01-01", end_date="2024-01-31"))
+    third, _ = await queue.enqueue(spec(params={"y": "z"}))
+    item = await queue.claim_work("w1", "tok-a")
+    assert item is not None and item.task_id == first and item.lease_token == "tok-a"
+    assert item.attempt == 1 and item.timeout_seconds == 90 and item.plugin_name == "noop"
+    stored = await queue.get(first)
+    payload = work_payload(item.fields)
+    assert payload == {
+        "task_id": first, "plugin_name": "noop", "task_type": stored.task_type,
+        "trade_dates": ["20240102", "20240103"], "start_date": "", "end_date": "",
+        "params": {"x": 1}, "attempt": 1, "checkpoint": "", "records_processed": 0,
+        "execution_id": "",
+    }
+    nxt = await queue.complete(item, 3, checkpoint="20240103", claim_for="w1")
+    assert nxt is not None and nxt.task_id == second and nxt.lease_token
+    assert (await queue.get(second)).lease_token == nxt.lease_token
+    p2 = work_payload(nxt.fields)
+    assert p2["start_date"] == "20240101" and p2["end_date"] == "20240131"
+    done = await queue.get(first)
+    assert done.status == TaskStatus.COMPLETED and done.records_processed == 3
+    assert done.checkpoint == "20240103" and done.progress == 100
+    res = await queue.fail(nxt, "network", "boom", claim_for="w1")
+    assert res.status == TaskStatus.RETRYING and res.next_task is not None
+    assert res.next_task.task_id == third and work_payload(res.next_task.fields)["params"] == {
+        "y": "z"}
+    assert await queue.claim_work("w1") is None

@@ -8,6 +8,8 @@
 -- ARGV[5]      lease token for this attempt (unique per claim)
 -- ARGV[6]      lease length, ms
 -- ARGV[7]      max delayed tasks to promote in this call
--- Returns      the claimed task hash as a flat field/value list, or false (nothing ready).
+-- ARGV[8]      optional: 'work' to return only what a worker needs (lib.lua: claim_next)
+-- Returns      the claimed task hash as a flat field/value list (with 'work': the values
+--              of the worker's fields), or false (nothing ready).
 
-return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
+return claim_next(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == 'work')

@@ -9,12 +9,12 @@
 -- ARGV[6]      records processed;  ARGV[7]  result summary JSON ('' for none)
 -- ARGV[8]      retention, seconds (TTL of the ended task)
 -- ARGV[9]      checkpoint: last trade date done ('' for none)
--- ARGV[10..13] optional claim of the next task: worker id ('' = do not claim), lease
---              token, lease ms, promote limit (as claim.lua)
+-- ARGV[10..14] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit, 'work' (as claim.lua)
 -- Returns      {tasks ended, next task hash (flat list) or false}
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
-load_owned(key, id, token)
+local t = load_owned(key, id, token, 'started_ms', 'execution_id', 'dedup_key', 'plugin_name')
 local f = {'progress', '100', 'records_processed', ARGV[6]}
 if ARGV[7] ~= '' then
     f[#f + 1] = 'result'
@@ -24,16 +24,17 @@ if ARGV[9] ~= '' then
     f[#f + 1] = 'checkpoint'
     f[#f + 1] = ARGV[9]
 end
-local started = tonumber(redis.call('HGET', key, 'started_ms'))
+local started = tonumber(t[3])
 if started then
     f[#f + 1] = 'duration_ms'
     f[#f + 1] = fmt_int(NOW - started)
     observe_duration(NOW - started)
 end
-redis.call('HSET', key, unpack(f))
-local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]))
+-- the fields above are written with the status, in finish's one HSET
+local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]), {t[1], t[4], t[5], t[6]}, f)
 local nxt = false
 if ARGV[10] and ARGV[10] ~= '' then
-    nxt = claim_next(ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]))
+    nxt = claim_next(ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]),
+        ARGV[14] == 'work')
 end
 return {ended, nxt}

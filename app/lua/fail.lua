@@ -16,43 +16,45 @@
 -- ARGV[12]     retry_after, ms (0: use the backoff)
 -- ARGV[13]     retention, seconds;  ARGV[14]  records processed so far
 -- ARGV[15]     checkpoint (last trade date done, '' for none): a retry resumes after it
--- ARGV[16..19] optional claim of the next task: worker id ('' = do not claim), lease
---              token, lease ms, promote limit (as claim.lua)
+-- ARGV[16..20] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit, 'work' (as claim.lua)
 -- Returns      {status, next_run_at_ms (0 unless retrying), attempt, next task hash or
 --              false}; status is 'retrying', 'failed', or 'cancelled' when a cancel had
 --              been requested
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
-load_owned(key, id, token)
+local t = load_owned(key, id, token, 'attempt', 'max_attempts', 'plugin_name', 'started_ms',
+    'cancel_requested', 'execution_id', 'dedup_key')
+local known = {t[1], t[8], t[9], t[5]}  -- what finish reads: status, execution, dedup, plugin
 
 local function claim_after()
     if ARGV[16] and ARGV[16] ~= '' then
-        return claim_next(ARGV[16], ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19]))
+        return claim_next(ARGV[16], ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19]),
+            ARGV[20] == 'work')
     end
     return false
 end
 
 local etype, emsg, retryable = ARGV[6], ARGV[7], ARGV[8] == '1'
-local t = redis.call('HMGET', key, 'attempt', 'max_attempts', 'plugin_name', 'started_ms')
-local attempt, max_attempts = tonumber(t[1]) or 1, tonumber(t[2]) or 1
+local attempt, max_attempts = tonumber(t[3]) or 1, tonumber(t[4]) or 1
+-- written with the outcome, in one HSET
 local f = {'records_processed', ARGV[14]}
 if ARGV[15] and ARGV[15] ~= '' then
     f[#f + 1] = 'checkpoint'
     f[#f + 1] = ARGV[15]
 end
-local started = tonumber(t[4])
+local started = tonumber(t[6])
 if started then
     f[#f + 1] = 'duration_ms'
     f[#f + 1] = fmt_int(NOW - started)
     observe_duration(NOW - started)
 end
-redis.call('HSET', key, unpack(f))
 if etype == 'timeout' then
-    bump_stats('timeouts', t[3])
+    bump_stats('timeouts', t[5])
 end
-if redis.call('HGET', key, 'cancel_requested') then
+if t[7] then  -- cancel_requested
     finish(id, 'cancelled', 'cancelled', 'cancelled while running (' .. etype .. ')',
-        tonumber(ARGV[13]))
+        tonumber(ARGV[13]), known, f)
     return {'cancelled', 0, attempt, claim_after()}
 end
 if retryable and attempt < max_attempts then
@@ -68,14 +70,14 @@ if retryable and attempt < max_attempts then
     end
     local at = NOW + delay
     redis.call('HSET', key, 'status', 'retrying', 'next_run_at', fmt_int(at),
-        'last_error_type', etype, 'error_message', emsg, 'updated_at', NOW_ISO)
+        'last_error_type', etype, 'error_message', emsg, 'updated_at', NOW_ISO, unpack(f))
     redis.call('HDEL', key, 'lease_token', 'cancel_requested')
     redis.call('SREM', K_RUNNING, id)
     redis.call('ZREM', K_LEASES, id)
     redis.call('ZADD', K_DELAYED, at, id)
     move_status(id, 'running', 'retrying')
-    bump_stats('retried', t[3])
+    bump_stats('retried', t[5])
     return {'retrying', at, attempt, claim_after()}
 end
-finish(id, 'failed', etype, emsg, tonumber(ARGV[13]))
+finish(id, 'failed', etype, emsg, tonumber(ARGV[13]), known, f)
 return {'failed', 0, attempt, claim_after()}

@@ -48,8 +48,9 @@ local function push_ready(id, priority, front)
 end
 
 -- Lease check shared by every transition a supervisor makes for a running task.
-local function load_owned(key, id, token)
-    local t = redis.call('HMGET', key, 'status', 'lease_token')
+-- Further field names (...) are read in the same HMGET; returns the values, t[3] on.
+local function load_owned(key, id, token, ...)
+    local t = redis.call('HMGET', key, 'status', 'lease_token', ...)
     if not t[1] then
         reject('not_found', 'task ' .. id .. ' does not exist')
     end
@@ -59,6 +60,7 @@ local function load_owned(key, id, token)
     if t[2] ~= token then
         reject('stale_lease', 'task ' .. id .. ' is owned by a newer attempt')
     end
+    return t
 end
 
 local SPEC_FIELDS = {
@@ -177,16 +179,31 @@ end
 -- here).  Dependents of a
 -- completed task are released; dependents of a task that did not complete end
 -- `cancelled` with last_error_type=upstream_failed (transitively).
-local function finish(id, status, error_type, error_message, retention)
+-- Optional, for the task `id` itself (saving a read and a write): `known`, its
+-- {status, execution_id, dedup_key, plugin_name} as the caller read them in this
+-- script, and `extra`, more field/value pairs written with the status.
+local function finish(id, status, error_type, error_message, retention, known, extra)
     local stack = {{id, status, error_type, error_message}}
     local ended = 0
     while #stack > 0 do
         local item = table.remove(stack)
         local tid, st = item[1], item[2]
         local key = k_task(tid)
-        local t = redis.call('HMGET', key, 'status', 'execution_id', 'dedup_key', 'plugin_name')
+        local t = known
+        if t then
+            known = nil
+        else
+            t = redis.call('HMGET', key, 'status', 'execution_id', 'dedup_key', 'plugin_name')
+        end
         if t[1] and not TERMINAL[t[1]] then
-            local f = {'status', st, 'completed_at', NOW_ISO, 'updated_at', NOW_ISO}
+            local f = extra or {}
+            extra = nil
+            f[#f + 1] = 'status'
+            f[#f + 1] = st
+            f[#f + 1] = 'completed_at'
+            f[#f + 1] = NOW_ISO
+            f[#f + 1] = 'updated_at'
+            f[#f + 1] = NOW_ISO
             if item[3] then
                 f[#f + 1] = 'last_error_type'
                 f[#f + 1] = item[3]
@@ -236,8 +253,12 @@ local function finish(id, status, error_type, error_message, retention)
 end
 
 -- Promote due delayed tasks, then pop the next ready task in priority order (0, 1, 2)
--- and mark it running under a lease.  Returns its hash (flat list) or false.
-local function claim_next(worker, token, lease_ms, promote_limit)
+-- and mark it running under a lease.  Returns its hash (flat list) or false; with
+-- `work` true, only the values of the fields a worker needs to run it, in this order
+-- (app/models.py: WORK_FIELDS): task_id, plugin_name, attempt (the new one),
+-- execution_id, timeout_seconds, checkpoint, records_processed, task_type,
+-- trade_dates, start_date, end_date, params (false when absent).
+local function claim_next(worker, token, lease_ms, promote_limit, work)
     local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', NOW, 'LIMIT', 0, promote_limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_DELAYED, id)
@@ -259,7 +280,9 @@ local function claim_next(worker, token, lease_ms, promote_limit)
             end
             local key = k_task(id)
             local t = redis.call('HMGET', key, 'status', 'waiting', 'schema', 'plugin_name',
-                'timeout_seconds', 'execution_id', 'attempt')
+                'timeout_seconds', 'execution_id', 'attempt', 'checkpoint',
+                'records_processed', 'task_type', 'trade_dates', 'start_date', 'end_date',
+                'params')
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
                 if not t[3] then
                     -- pushed by a producer of the original format: index it now
@@ -270,7 +293,8 @@ local function claim_next(worker, token, lease_ms, promote_limit)
                     end
                 end
                 local timeout_ms = (tonumber(t[5]) or 3600) * 1000
-                redis.call('HSET', key, 'attempt', fmt_int((tonumber(t[7]) or 0) + 1),
+                local attempt = fmt_int((tonumber(t[7]) or 0) + 1)
+                redis.call('HSET', key, 'attempt', attempt,
                     'status', 'running', 'started_at', NOW_ISO,
                     'started_ms', fmt_int(NOW), 'updated_at', NOW_ISO, 'worker', worker,
                     'lease_token', token, 'deadline_at', fmt_int(NOW + timeout_ms),
@@ -285,6 +309,10 @@ local function claim_next(worker, token, lease_ms, promote_limit)
                         redis.call('HSET', ek, 'status', 'running', 'started_at', NOW_ISO,
                             'updated_at', NOW_ISO)
                     end
+                end
+                if work then
+                    return {id, t[4], attempt, t[6], t[5], t[8], t[9], t[10], t[11], t[12],
+                        t[13], t[14]}
                 end
                 return redis.call('HGETALL', key)
             end

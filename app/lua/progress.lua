@@ -9,7 +9,7 @@
 -- Returns      1 when a cancel was requested for the task, else 0.
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
-load_owned(key, id, token)
+local t = load_owned(key, id, token, 'cancel_requested')
 local f = {'progress', ARGV[6], 'records_processed', ARGV[7], 'updated_at', NOW_ISO}
 if ARGV[8] ~= '' then
     f[#f + 1] = 'progress_message'
@@ -20,7 +20,7 @@ if ARGV[9] and ARGV[9] ~= '' then
     f[#f + 1] = ARGV[9]
 end
 redis.call('HSET', key, unpack(f))
-if redis.call('HGET', key, 'cancel_requested') then
+if t[3] then  -- cancel_requested (this script does not write it)
     return 1
 end
 return 0

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
 
     from app.logs import configure_logging
     from app.settings import load_settings
-    from app.worker.protocol import BlockingChannel
+    from app.worker.protocol import BlockingChannel, work_payload
     from plugins_bridge.registry import PluginRegistry
     from plugins_bridge.runner import Outcome, ProxyConfig, run_task
 
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     proxy = ProxyConfig(settings.http_proxy, settings.no_proxy_hosts)
     channel = BlockingChannel(fd_in, fd_out)
     try:
-        registry = PluginRegistry.load(settings.plugins)
+        registry = PluginRegistry.from_settings(settings)
         load_error = ""
     except Exception as exc:  # reported per task, the child stays up
         registry = PluginRegistry()
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
             return 0
         if msg["type"] != "run":
             continue
-        task: dict[str, Any] = msg["task"]
+        task: dict[str, Any] = work_payload(msg["task"])
         if load_error:
             out = Outcome(False, error_type="config_error", error=load_error)
         else:

@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 import sys
+from collections import deque
 from typing import Any
 
-from app.worker.protocol import HEADER, MAX_FRAME, decode, encode
+from app.worker.protocol import FrameBuffer, encode
 
 INTERRUPT = "_interrupt"  # messages the supervisor itself puts in a child's inbox
 
@@ -17,17 +18,77 @@ class ChildGone(Exception):
     """The child exited (or could not start)."""
 
 
+class Inbox:
+    """A child's messages, for one reader at a time: an unbounded FIFO like
+    ``asyncio.Queue`` (``put_nowait``, ``get``), bound to its loop once instead of
+    looking the loop up at every call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[dict[str, Any] | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: dict[str, Any] | None) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> dict[str, Any] | None:
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """The read end of a child's pipe: frames are cut and decoded as bytes arrive and
+    put straight into the inbox (no reader task, no stream buffering)."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+        self._frames = FrameBuffer()
+        self._ended = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._ended:
+            return
+        try:
+            for message in self._frames.feed(data):
+                self._inbox.put_nowait(message)
+        except ValueError:  # a corrupt frame: treat the child as gone
+            self._end()
+
+    def eof_received(self) -> bool | None:
+        self._end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._inbox.put_nowait(None)
+
+
 class ChildProcess:
     """A long-lived child in its own session; messages arrive in :attr:`inbox`."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
-        self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self.inbox = Inbox(self._loop)
         self.tasks_run = 0
         self._write_fd = -1
         self._lifeline_fd = -1
-        self._reader_task: asyncio.Task[None] | None = None
         self._transport: asyncio.ReadTransport | None = None
 
     @property
@@ -54,27 +115,14 @@ class ChildProcess:
         self._write_fd, self._lifeline_fd = w_in, w_life
         os.set_blocking(w_in, True)
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_FRAME)
         self._transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r_out, "rb", 0)
+            lambda: _FrameProtocol(self.inbox), os.fdopen(r_out, "rb", 0)
         )
-        self._reader_task = asyncio.create_task(self._read_frames(reader))
         first = await asyncio.wait_for(self.inbox.get(), ready_timeout)
         if not first or first.get("type") != "ready":
             await self.kill()
             raise ChildGone("worker child did not start")
         return self
-
-    async def _read_frames(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                head = await reader.readexactly(HEADER.size)
-                (size,) = HEADER.unpack(head)
-                self.inbox.put_nowait(decode(await reader.readexactly(size)))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            self.inbox.put_nowait(None)
 
     def send(self, message: dict[str, Any]) -> None:
         """Write a frame (task messages are small; the pipe never stays full)."""
@@ -87,6 +135,10 @@ class ChildProcess:
 
     def interrupt(self, reason: str) -> None:
         self.inbox.put_nowait({"type": INTERRUPT, "reason": reason})
+
+    def interrupt_later(self, delay: float, reason: str) -> asyncio.TimerHandle:
+        """:meth:`interrupt` after ``delay`` seconds (cancel the handle to call it off)."""
+        return self._loop.call_later(delay, self.interrupt, reason)
 
     @property
     def alive(self) -> bool:

@@ -20,8 +20,8 @@ from typing import Any
 
 from app.errors import RedisUnavailable, StaleLease, StockqError
 from app.logs import get_logger
-from app.models import Task, TaskStatus
-from app.queue import Clock, TaskQueue, new_id
+from app.models import TaskStatus, WorkItem
+from app.queue import Clock, TaskQueue
 from app.settings import Settings, child_environment
 from app.worker.process import INTERRUPT, ChildGone, ChildProcess
 
@@ -43,7 +43,7 @@ class PoolOptions:
 
 @dataclass(slots=True)
 class Running:
-    task: Task
+    task: WorkItem
     started: float
     progress: dict[str, Any] | None = None  # latest progress not yet written
     checkpoint: str = ""
@@ -90,7 +90,7 @@ class Supervisor:
         self.started_at = clock()
         self._last_cleanup = 0.0
 
-    def _ctx(self, task: Task) -> dict[str, Any]:
+    def _ctx(self, task: WorkItem) -> dict[str, Any]:
         return {"task_id": task.task_id, "plugin": task.plugin_name, "attempt": task.attempt,
                 "worker": self.worker_id, "execution_id": task.execution_id or None}
 
@@ -251,7 +251,7 @@ class Supervisor:
                 await asyncio.sleep(1.0)
 
     async def _slot_loop(self, slot: Slot) -> None:
-        task: Task | None = None
+        task: WorkItem | None = None
         just_tried = False  # the last settle already tried to claim and found nothing
         backoff = 0.2
         while True:
@@ -270,14 +270,16 @@ class Supervisor:
                     continue
                 if task is None:
                     continue
+            ctx = self._ctx(task)  # the fields of every event about this attempt
             if self._stopping.is_set():  # claimed as the stop began: give it back
-                await self._settle(slot, task, Outcome("shutdown", checkpoint=task.checkpoint))
+                await self._settle(slot, task, Outcome("shutdown", checkpoint=task.checkpoint),
+                                   ctx)
                 return
-            outcome = await self._execute(slot, task)
-            task, just_tried = await self._settle(slot, task, outcome)
+            outcome = await self._execute(slot, task, ctx)
+            task, just_tried = await self._settle(slot, task, outcome, ctx)
 
-    async def _claim_or_wait(self, slot: Slot, *, skip_claim: bool = False) -> Task | None:
-        task = None if skip_claim else await self.queue.claim(self.worker_id, new_id())
+    async def _claim_or_wait(self, slot: Slot, *, skip_claim: bool = False) -> WorkItem | None:
+        task = None if skip_claim else await self.queue.claim_work(self.worker_id)
         if task is None and not self._stopping.is_set():
             slot.waiting = True
             try:
@@ -286,7 +288,7 @@ class Supervisor:
                 slot.waiting = False
         return task
 
-    async def _execute(self, slot: Slot, task: Task) -> Outcome:
+    async def _execute(self, slot: Slot, task: WorkItem, ctx: dict[str, Any]) -> Outcome:
         if (slot.child is None or not slot.child.alive
                 or slot.child.tasks_run >= self.options.max_tasks_per_child):
             await self._replace_child(slot)
@@ -294,25 +296,26 @@ class Supervisor:
         assert child is not None
         running = Running(task=task, started=time.monotonic(), checkpoint=task.checkpoint)
         slot.running = running
+        # the stored fields; the child decodes them (protocol.work_payload)
+        message = {"type": "run", "task": task.fields}
         try:
-            child.send({"type": "run", "task": task_payload(task)})
+            child.send(message)
         except ChildGone:  # it died while idle: the task never reached it
             await self._replace_child(slot, dead=True)
             child = slot.child
             assert child is not None
             try:
-                child.send({"type": "run", "task": task_payload(task)})
+                child.send(message)
             except ChildGone as exc:
                 return await self._child_died(slot, task, str(exc))
-        log.info("task.started", pid=child.pid, **self._ctx(task))
-        loop = asyncio.get_running_loop()
-        timer = loop.call_at(loop.time() + task.timeout_seconds, child.interrupt, "timeout")
+        log.info("task.started", pid=child.pid, **ctx)
+        timer = child.interrupt_later(task.timeout_seconds, "timeout")
         try:
             return await self._await_outcome(slot, child, task, running)
         finally:
             timer.cancel()
 
-    async def _await_outcome(self, slot: Slot, child: ChildProcess, task: Task,
+    async def _await_outcome(self, slot: Slot, child: ChildProcess, task: WorkItem,
                              running: Running) -> Outcome:
         while True:
             msg = await child.inbox.get()
@@ -340,7 +343,7 @@ class Supervisor:
                 return Outcome(reason, checkpoint=running.checkpoint,
                                records=int((running.progress or {}).get("records", 0)))
 
-    async def _kill(self, slot: Slot, task: Task, reason: str) -> None:
+    async def _kill(self, slot: Slot, task: WorkItem, reason: str) -> None:
         child = slot.child
         assert child is not None
         code = await child.kill(self.options.kill_grace)
@@ -350,7 +353,7 @@ class Supervisor:
         if not self._stop_now.is_set():
             slot.child = await self._take_child()
 
-    async def _timed_out(self, slot: Slot, task: Task) -> Outcome:
+    async def _timed_out(self, slot: Slot, task: WorkItem) -> Outcome:
         log.warning("task.timeout", timeout_seconds=task.timeout_seconds, **self._ctx(task))
         running = slot.running
         await self._kill(slot, task, "timeout")
@@ -359,7 +362,7 @@ class Supervisor:
                        checkpoint=running.checkpoint if running else "",
                        records=int(((running and running.progress) or {}).get("records", 0)))
 
-    async def _child_died(self, slot: Slot, task: Task, detail: str | None) -> Outcome:
+    async def _child_died(self, slot: Slot, task: WorkItem, detail: str | None) -> Outcome:
         child = slot.child
         code = await child.kill() if child is not None else None
         how = detail or (f"killed by signal {-code}" if code is not None and code < 0
@@ -374,13 +377,13 @@ class Supervisor:
                        checkpoint=running.checkpoint if running else "")
 
     # ------------------------------------------------------------------ outcomes
-    async def _settle(self, slot: Slot, task: Task, out: Outcome) -> tuple[Task | None, bool]:
+    async def _settle(self, slot: Slot, task: WorkItem, out: Outcome,
+                      ctx: dict[str, Any]) -> tuple[WorkItem | None, bool]:
         """Record the outcome.  Returns the slot's next task (claimed in the same round
         trip while the pool is not stopping) and whether that claim was tried."""
         slot.running = None
         claim = None if self._stopping.is_set() else self.worker_id
         tried = claim is not None and out.kind in ("ok", "failed")
-        ctx = self._ctx(task)
         backoff = 0.2
         while True:
             try:
@@ -398,8 +401,8 @@ class Supervisor:
                 log.error("task.settle_failed", error=str(exc), **ctx)
                 return None, False
 
-    async def _record(self, task: Task, out: Outcome, claim: str | None,
-                      ctx: dict[str, Any]) -> Task | None:
+    async def _record(self, task: WorkItem, out: Outcome, claim: str | None,
+                      ctx: dict[str, Any]) -> WorkItem | None:
         if out.kind == "ok":
             nxt = await self.queue.complete(task, out.records, out.result or None,
                                             checkpoint=out.checkpoint, claim_for=claim)
@@ -480,14 +483,3 @@ class Supervisor:
             "running": sum(1 for s in self.slots if s.running is not None),
             "processed": self.processed, "started_at": self.started_at,
         }, ttl=self.options.heartbeat_interval * 3)
-
-
-def task_payload(task: Task) -> dict[str, Any]:
-    """What a child needs to run the task (no lease token: children own no state)."""
-    return {
-        "task_id": task.task_id, "plugin_name": task.plugin_name, "task_type": task.task_type,
-        "trade_dates": task.trade_dates, "start_date": task.start_date,
-        "end_date": task.end_date, "params": task.params, "attempt": task.attempt,
-        "checkpoint": task.checkpoint, "records_processed": task.records_processed,
-        "execution_id": task.execution_id,
-    }
