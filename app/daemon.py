@@ -76,12 +76,13 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
     registry = PluginRegistry.from_settings(settings)  # a broken plugin stops us here
     parts = ["worker pool", *(["scheduler"] if scheduler else []), *(["sidecar"] if api else [])]
     sched = SchedulerDaemon(settings, registry) if scheduler else None
+    warehouse = await asyncio.to_thread(open_warehouse, settings, embedded_allowed=True)
     runner: web.AppRunner | None = None
     client = create_client(settings)
     loop = asyncio.get_running_loop()
     try:
         async with TaskQueue(client, settings) as queue:
-            supervisor = Supervisor(queue, settings, options)
+            supervisor = Supervisor(queue, settings, options, warehouse=warehouse)
 
             def stop() -> None:
                 if sched is not None and sched.running:
@@ -90,7 +91,8 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
-            runner = await start_api(settings, host, port) if api else None
+            runner = await start_api(settings, host, port, registry=registry,
+                                     warehouse=warehouse) if api else None
             if sched is not None:
                 await sched.start()
             log.info("daemon.started", parts=parts, workers=options.concurrency,
@@ -105,4 +107,6 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
             await runner.cleanup()
             log.info("api.stopped")
         await client.aclose()
+        if warehouse is not None:
+            await asyncio.to_thread(warehouse.close)
         log.info("daemon.stopped", parts=parts)

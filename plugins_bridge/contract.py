@@ -35,6 +35,9 @@ class Plugin:
     optional_dependencies: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     schedule: str | None = None
+    # False: a task with trade dates runs the plugin once with ``trade_dates=[...]``
+    # instead of once per date (for sources that are not queried by date)
+    per_trade_date: bool = True
 
     def run(self, **params: Any) -> dict[str, Any]:
         raise NotImplementedError(f"plugin {self.name!r} does not implement run()")

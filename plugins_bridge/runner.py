@@ -4,7 +4,8 @@ Task types:
 
 - a task with trade dates (any type) runs the plugin once per date, in date order, as
   ``run(trade_date=D, **params)``, reporting progress after each date with the date as
-  checkpoint; a retry resumes after the task's checkpoint;
+  checkpoint; a retry resumes after the task's checkpoint.  A plugin that sets
+  ``per_trade_date = False`` runs once as ``run(trade_dates=[...], **params)``;
 - otherwise the plugin runs once with ``params`` (plus ``start_date``/``end_date`` when
   the task has them).
 
@@ -148,6 +149,8 @@ def run_task(registry: PluginRegistry, task: dict[str, Any],
     )
     progress.bind(ctx, reporter)
     try:
+        if dates and not getattr(plugin, "per_trade_date", True):
+            return _run_once(plugin.run, {**params, "trade_dates": dates}, proxy)
         if not dates:
             kwargs = dict(params)
             if ctx.start_date:

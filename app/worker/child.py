@@ -45,6 +45,21 @@ def _die_with_parent(lifeline_fd: int, parent: int) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
+def _caller(channel: Any) -> Any:
+    """``call(message) -> reply`` over the pipe: the supervisor answers each ``call``
+    with one ``reply`` while the task runs (the plugin waits for it)."""
+
+    def call(message: dict[str, Any]) -> dict[str, Any]:
+        channel.send(message)
+        reply = channel.recv()
+        if reply is None or reply.get("type") != "reply":
+            return {"ok": False, "error_type": "worker_lost",
+                    "error": "the supervisor went away during a call"}
+        return dict(reply)
+
+    return call
+
+
 def main(argv: list[str]) -> int:
     fd_in, fd_out, fd_life, parent = (int(a) for a in argv[:4])
     _die_with_parent(fd_life, parent)
@@ -52,6 +67,7 @@ def main(argv: list[str]) -> int:
     from app.logs import configure_logging
     from app.settings import load_settings
     from app.worker.protocol import BlockingChannel, work_payload
+    from plugins_bridge import services
     from plugins_bridge.registry import PluginRegistry
     from plugins_bridge.runner import Outcome, ProxyConfig, run_task
 
@@ -65,6 +81,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # reported per task, the child stays up
         registry = PluginRegistry()
         load_error = f"plugins failed to load: {exc}"
+    services.bind(services.ChildServices(_caller(channel)))
     channel.send({"type": "ready", "pid": os.getpid()})
     while True:
         msg = channel.recv()

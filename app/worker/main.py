@@ -10,6 +10,7 @@ from app.queue import TaskQueue
 from app.redis_client import create_client, ping
 from app.settings import Settings, scrub_proxy_environment
 from app.worker.supervisor import PoolOptions, Supervisor
+from plugins_bridge.warehouse import open_warehouse
 
 log = get_logger("stockq.worker")
 
@@ -38,10 +39,13 @@ async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = F
     if removed:
         log.warning("worker.proxy_environment_removed", names=removed,
                     hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
+    warehouse = open_warehouse(settings, embedded_allowed=False)  # refuses chdb:// first
     await wait_for_redis(settings, wait=wait)
     client = create_client(settings)
     try:
         async with TaskQueue(client, settings) as queue:
-            return await Supervisor(queue, settings, options).run()
+            return await Supervisor(queue, settings, options, warehouse=warehouse).run()
     finally:
         await client.aclose()
+        if warehouse is not None:
+            warehouse.close()

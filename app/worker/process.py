@@ -118,7 +118,11 @@ class ChildProcess:
         self._transport, _ = await loop.connect_read_pipe(
             lambda: _FrameProtocol(self.inbox), os.fdopen(r_out, "rb", 0)
         )
-        first = await asyncio.wait_for(self.inbox.get(), ready_timeout)
+        try:
+            first = await asyncio.wait_for(self.inbox.get(), ready_timeout)
+        except BaseException:  # cancelled (a spare at shutdown) or no ready in time
+            await self.kill()
+            raise
         if not first or first.get("type") != "ready":
             await self.kill()
             raise ChildGone("worker child did not start")

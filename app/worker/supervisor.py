@@ -24,6 +24,8 @@ from app.models import TaskStatus, WorkItem
 from app.queue import Clock, TaskQueue
 from app.settings import Settings, child_environment
 from app.worker.process import INTERRUPT, ChildGone, ChildProcess
+from app.worker.services import SupervisorServices
+from plugins_bridge.warehouse import Warehouse
 
 log = get_logger("stockq.worker")
 
@@ -73,8 +75,11 @@ class Outcome:
 
 class Supervisor:
     def __init__(self, queue: TaskQueue, settings: Settings, options: PoolOptions | None = None,
-                 *, worker_id: str | None = None, clock: Clock = time.time) -> None:
+                 *, worker_id: str | None = None, clock: Clock = time.time,
+                 warehouse: Warehouse | None = None) -> None:
         self.queue = queue
+        self.services = SupervisorServices(queue, warehouse)
+        self._calls: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.options = options or PoolOptions()
         self.clock = clock
@@ -335,6 +340,10 @@ class Supervisor:
                     checkpoint=str(msg.get("checkpoint") or running.checkpoint),
                     result=msg.get("result") or {},
                 )
+            elif kind == "call":  # a plugin waits for the reply; the deadline does not
+                call = asyncio.create_task(self._serve_call(child, msg))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
             elif kind == INTERRUPT:
                 reason = running.interrupted or str(msg.get("reason"))
                 if reason == "timeout":
@@ -342,6 +351,14 @@ class Supervisor:
                 await self._kill(slot, task, reason)
                 return Outcome(reason, checkpoint=running.checkpoint,
                                records=int((running.progress or {}).get("records", 0)))
+
+    async def _serve_call(self, child: ChildProcess, msg: dict[str, Any]) -> None:
+        reply = await self.services.handle(msg)
+        if child.alive:
+            try:
+                child.send(reply)
+            except ChildGone:  # the child died meanwhile: its attempt ends on its own
+                pass
 
     async def _kill(self, slot: Slot, task: WorkItem, reason: str) -> None:
         child = slot.child

@@ -13,7 +13,8 @@ Task types (the ``task_type`` of the task):
 * ``incremental`` — for a by-trade-date plugin, every trading day after the last one in
   its table up to the target day (the task's date, else the latest trading day), at most
   :data:`MAX_INCREMENTAL_DAYS`; just the target day when the table is empty.  The
-  calendar loads the target's year and the next; the stock list loads all of it;
+  calendar loads the years of the task's dates (this year without dates) and the next;
+  the stock list loads all of it, once per task whatever its dates;
 * ``backfill`` — the task's dates or its ``start_date``–``end_date`` range, trading days
   only, one date at a time with progress and a checkpoint (a retry resumes after it);
 * ``full`` — everything the API has: by-trade-date plugins from the dataset's first day
@@ -150,9 +151,9 @@ class TushareDataset(Plugin):
 
     def _load_range(self, client: TushareClient, task_type: str, params: dict[str, Any]
                     ) -> int:
-        if params.get("trade_date"):
-            day = parse_day(params["trade_date"])
-            start, end = date(day.year, 1, 1), date(day.year + 1, 12, 31)
+        if params.get("trade_dates"):
+            days = [parse_day(d) for d in params["trade_dates"]]
+            start, end = date(min(days).year, 1, 1), date(max(days).year + 1, 12, 31)
         elif params.get("start_date") or params.get("end_date"):
             start = parse_day(params.get("start_date") or params["end_date"])
             end = parse_day(params.get("end_date") or params["start_date"])
@@ -214,6 +215,7 @@ class TushareDataset(Plugin):
 
 class TradeCalendar(TushareDataset):
     name = "tushare_trade_calendar"
+    per_trade_date = False  # a task's dates say which years to load
     description = "SSE trading calendar (TuShare trade_cal) into ods_trade_calendar"
     api = "trade_cal"
     table = TRADE_CALENDAR
@@ -224,6 +226,7 @@ class TradeCalendar(TushareDataset):
 
 class StockBasic(TushareDataset):
     name = "tushare_stock_basic"
+    per_trade_date = False  # not queried by date: one load whatever the dates
     description = "Stock list, every listing status (TuShare stock_basic) into ods_stock_basic"
     api = "stock_basic"
     table = STOCK_BASIC
