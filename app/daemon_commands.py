@@ -10,7 +10,7 @@ from typing import Any
 from app.logs import configure_logging
 from app.settings import Settings, load_settings
 
-NOT_BUILT = ("the built-in TuShare plugins and the ClickHouse audit",)
+NOT_BUILT = ("the ClickHouse audit history",)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
