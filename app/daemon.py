@@ -8,6 +8,7 @@ import signal
 from aiohttp import web
 
 from app.api.app import create_app
+from app.audit import FlusherHandle
 from app.errors import ConfigError
 from app.logs import get_logger
 from app.queue import TaskQueue
@@ -78,6 +79,7 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
     sched = SchedulerDaemon(settings, registry) if scheduler else None
     warehouse = await asyncio.to_thread(open_warehouse, settings, embedded_allowed=True)
     runner: web.AppRunner | None = None
+    flusher: FlusherHandle | None = None
     client = create_client(settings)
     loop = asyncio.get_running_loop()
     try:
@@ -95,9 +97,15 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
                                      warehouse=warehouse) if api else None
             if sched is not None:
                 await sched.start()
+            if warehouse is not None:
+                flusher = FlusherHandle(queue, warehouse)
             log.info("daemon.started", parts=parts, workers=options.concurrency,
                      api=f"http://{host}:{port}" if api else None)
-            return await supervisor.run(install_signals=False)
+            try:
+                return await supervisor.run(install_signals=False)
+            finally:
+                if flusher is not None:
+                    await flusher.stop()  # the pool's last rows go too
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

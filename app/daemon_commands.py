@@ -104,7 +104,44 @@ def _start_demo(settings: Settings) -> tuple[Settings, Any]:
 
 
 
+def cmd_audit_flush(args: argparse.Namespace) -> int:
+    """``stockq audit-flush``: only the audit flusher (one is active per Redis)."""
+    from app.audit import run_flusher
+    from app.errors import ConfigError
+    from app.queue import TaskQueue
+    from app.redis_client import create_client
+    from app.worker.main import wait_for_redis
+    from plugins_bridge.warehouse import open_warehouse
+
+    settings = load_settings()
+    configure_logging(settings)
+    warehouse = open_warehouse(settings, embedded_allowed=False)
+    if warehouse is None:
+        raise ConfigError("stockq audit-flush needs a ClickHouse server: set "
+                          "STOCKQ_CLICKHOUSE_URL=http://host:8123 (the embedded engine is "
+                          "flushed by `stockq run` itself)")
+
+    async def main() -> int:
+        await wait_for_redis(settings, wait=args.wait_for_redis)
+        client = create_client(settings)
+        try:
+            async with TaskQueue(client, settings) as queue:
+                return await run_flusher(queue, warehouse)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        warehouse.close()
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("audit-flush", help="move the audit outbox to ClickHouse (alone)")
+    p.add_argument("--wait-for-redis", action="store_true",
+                   help="wait for Redis at start instead of exiting")
+    p.set_defaults(sync_func=cmd_audit_flush)
+
     p = sub.add_parser("worker", help="run a worker pool (supervisor + child processes)")
     p.add_argument("--concurrency", type=_positive_int, help="children (default: CPU count)")
     p.add_argument("--max-tasks-per-child", type=_positive_int,

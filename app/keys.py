@@ -2,7 +2,7 @@
 
 The default prefix ``stock`` keeps the key names of the system stockq replaces, so
 producers and readers that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep
-working.  Every Lua script receives the fixed keys in ``KEYS[1..12]`` (:func:`fixed_keys`) and
+working.  Every Lua script receives the fixed keys in ``KEYS[1..14]`` (:func:`fixed_keys`) and
 its own task/execution keys after them; keys that depend on data read inside a script
 (the id a claim pops, a task's execution, its dependents) are built by the Lua prelude
 :func:`lua_prelude` generates from the templates below, so the layout is written down
@@ -29,6 +29,9 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:stats`` | hash | counters: enqueued, completed, failed, ... |
 | ``{p}:workers`` | zset | worker id -> last heartbeat (ms) |
 | ``{p}:worker:{id}`` | hash | a supervisor's heartbeat (host, pid, concurrency, ...); TTL |
+| ``{p}:audit:tasks`` | list | audit outbox: one JSON row per attempt end, newest first |
+| ``{p}:audit:executions`` | list | audit outbox: one JSON row per execution end |
+| ``{p}:audit:flusher`` | string | which process flushes the outbox to ClickHouse; TTL |
 | ``{p}:schedulers`` | zset | scheduler id -> last heartbeat (ms) |
 | ``{p}:scheduler:{id}`` | hash | a scheduler's heartbeat (host, pid, jobs, ...); TTL |
 | ``{p}:schedule:{job}`` | hash | a job's state: since, missed_until, its last fire |
@@ -144,6 +147,18 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
+    @property
+    def audit_tasks(self) -> str:
+        return f"{self.prefix}:audit:tasks"
+
+    @property
+    def audit_executions(self) -> str:
+        return f"{self.prefix}:audit:executions"
+
+    @property
+    def audit_flusher(self) -> str:
+        return f"{self.prefix}:audit:flusher"
+
 
 FIXED_LUA_NAMES = (
     "K_QUEUE0",
@@ -158,6 +173,8 @@ FIXED_LUA_NAMES = (
     "K_PLUGINS",
     "K_STATS",
     "K_WORKERS",
+    "K_AUDIT",
+    "K_AUDIT_EXECUTIONS",
 )
 
 
@@ -174,6 +191,8 @@ def fixed_keys(keys: Keys) -> list[str]:
         keys.plugin_names,
         keys.stats,
         keys.workers,
+        keys.audit_tasks,
+        keys.audit_executions,
     ]
 
 

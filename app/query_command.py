@@ -1,7 +1,8 @@
-"""``stockq query "SQL"``: a read-only ClickHouse query through the sidecar.
+"""``stockq query "SQL"`` and ``stockq history``: ClickHouse through the sidecar.
 
-It goes through ``POST /api/v1/query`` because the embedded ClickHouse can only be held
-by one process (``stockq run``); against a ClickHouse server it works the same way.
+They go through ``POST /api/v1/query`` and ``GET /api/v1/history`` because the embedded
+ClickHouse can only be held by one process (``stockq run``); against a ClickHouse
+server they work the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -27,18 +29,18 @@ def _table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_query(args: argparse.Namespace) -> int:
+def _call(args: argparse.Namespace, path: str, body: dict[str, Any] | None = None
+          ) -> tuple[int, Any]:
+    """(0, the JSON answer) or (an exit status, None) after printing why."""
     settings = load_settings()
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
     base = (args.url or f"http://{host}:{settings.api_port}").rstrip("/")
-    body: dict[str, Any] = {"sql": args.sql}
-    if args.max_rows:
-        body["max_rows"] = args.max_rows
     headers = {"Content-Type": "application/json"}
     if settings.api_token:
         headers["Authorization"] = f"Bearer {settings.api_token}"
-    request = urllib.request.Request(f"{base}/api/v1/query", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{base}{path}", data=data, headers=headers,
+                                     method="POST" if body is not None else "GET")
     try:
         with urllib.request.urlopen(request, timeout=settings.query_timeout + 10) as resp:
             result = json.loads(resp.read())
@@ -48,17 +50,47 @@ def cmd_query(args: argparse.Namespace) -> int:
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {err.code}"
         print(f"stockq: {message}", file=sys.stderr)
-        return {400: EXIT_USAGE, 401: EXIT_CONFIG}.get(err.code, EXIT_FAILED)
+        return {400: EXIT_USAGE, 401: EXIT_CONFIG}.get(err.code, EXIT_FAILED), None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         print(f"stockq: no sidecar answers at {base} ({reason}): start `stockq run` (or "
               "`stockq api`), or pass --url", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FAILED, None
+    return 0, result
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"sql": args.sql}
+    if args.max_rows:
+        body["max_rows"] = args.max_rows
+    code, result = _call(args, "/api/v1/query", body)
+    if code:
+        return code
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(_table(result["columns"], result["rows"]))
         print(f"({len(result['rows'])} rows)")
+    return 0
+
+
+HISTORY_COLUMNS = ("finished_at", "status", "plugin", "attempt", "records", "duration_ms",
+                   "error_type", "task_id")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    query = {k: v for k, v in (("plugin", args.plugin), ("status", args.status),
+                               ("execution_id", args.execution), ("since", args.since),
+                               ("until", args.until), ("limit", str(args.limit))) if v}
+    code, result = _call(args, "/api/v1/history?" + urllib.parse.urlencode(query))
+    if code:
+        return code
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    items = result["items"]
+    print(_table(list(HISTORY_COLUMNS), [[i.get(c) for c in HISTORY_COLUMNS] for i in items]))
+    print(f"({len(items)} attempts)")
     return 0
 
 
@@ -69,3 +101,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--url", help="the sidecar (default http://STOCKQ_API_HOST:STOCKQ_API_PORT)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(sync_func=cmd_query)
+
+    p = sub.add_parser("history", help="attempt history from the ClickHouse audit")
+    p.add_argument("--plugin")
+    p.add_argument("--status", help="completed, failed, retrying or cancelled")
+    p.add_argument("--execution", metavar="ID")
+    p.add_argument("--since", help="a date (YYYY-MM-DD) or an ISO 8601 time")
+    p.add_argument("--until", help="a date (YYYY-MM-DD) or an ISO 8601 time")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--url", help="the sidecar (default http://STOCKQ_API_HOST:STOCKQ_API_PORT)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(sync_func=cmd_history)

@@ -120,6 +120,7 @@ class Settings:
     clickhouse_url: str = field(default="", repr=False)  # may hold a password
     query_max_rows: int = 10_000
     query_timeout: float = 30.0
+    audit_max_rows: int = 1_000_000  # per outbox list, while ClickHouse is unreachable
     # scheduler
     timezone: str = "Asia/Shanghai"
     daily_sync_cron: str = "0 18 * * 1-5"
@@ -157,6 +158,7 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("tushare_timeout", "STOCKQ_TUSHARE_TIMEOUT", float, 0.1),
     ("query_max_rows", "STOCKQ_QUERY_MAX_ROWS", int, 1),
     ("query_timeout", "STOCKQ_QUERY_TIMEOUT", float, 0.1),
+    ("audit_max_rows", "STOCKQ_AUDIT_MAX_ROWS", int, 100),
     ("schedule_grace_seconds", "STOCKQ_SCHEDULE_GRACE_SECONDS", float, 1),
 )
 

@@ -37,7 +37,8 @@ log = get_logger("stockq.warehouse")
 
 T = TypeVar("T")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TYPES = re.compile(r"^(Nullable\()?(String|Date|Float64|Int64|UInt8|UInt32|UInt64)\)?$")
+_TYPES = re.compile(
+    r"^(Nullable\()?(String|Date|DateTime64\(3\)|Float64|Int64|UInt8|UInt32|UInt64)\)?$")
 READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
 
 
@@ -146,9 +147,20 @@ def parse_day(value: Any) -> date:
     return date.fromisoformat(text[:10])
 
 
+def parse_time(value: Any) -> datetime:
+    """An ISO 8601 time as a naive UTC datetime (what a DateTime64 column stores)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
 def _converter(col: Column) -> Callable[[Any], Any]:
     bases: dict[str, Callable[[Any], Any]] = {"String": str, "Date": parse_day,
-                                              "Float64": float}
+                                              "DateTime64(3)": parse_time, "Float64": float}
     base = bases.get(col.base, int)
 
     def convert(value: Any) -> Any:
@@ -234,16 +246,19 @@ class Warehouse:
         self._guard(self.client.command, spec.ddl())
         self._created.add(spec.name)
 
-    def insert(self, spec: TableSpec, rows: Sequence[Sequence[Any]]) -> int:
-        """Insert JSON rows into ``spec``'s table (created when missing)."""
+    def insert(self, spec: TableSpec, rows: Sequence[Sequence[Any]],
+               versions: Sequence[int] | None = None) -> int:
+        """Insert JSON rows into ``spec``'s table (created when missing).  Each row's
+        version is the load time in ms, or ``versions[i]`` when given (a re-sent row
+        then replaces itself, not a newer row)."""
         self.ensure_table(spec)
         if not rows:
             return 0
         typed = spec.convert(rows)
         version = time.time_ns() // 1_000_000
         now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
-        for row in typed:
-            row += [version, now]
+        for i, row in enumerate(typed):
+            row += [versions[i] if versions is not None else version, now]
         self._guard(self.client.insert, spec.name, typed,
                     column_names=[*spec.column_names, "version", "_ingested_at"])
         return len(typed)
@@ -255,6 +270,13 @@ class Warehouse:
                              f"SELECT max(`{spec.date_column}`), count() FROM `{spec.name}`")
         newest, count = result.result_rows[0]
         return newest.strftime("%Y%m%d") if count else ""
+
+    def select(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """stockq's own parameterised SELECT (server-side binding): rows as dicts."""
+        result = self._guard(self.client.query, sql, parameters=parameters)
+        names = list(result.column_names)
+        return [{n: _jsonable(v) for n, v in zip(names, row, strict=True)}
+                for row in result.result_rows]
 
     def query(self, sql: str, *, max_rows: int | None = None) -> dict[str, Any]:
         """A read-only statement (ClickHouse's ``readonly=2``: no writes, no DDL), with

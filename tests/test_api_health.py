@@ -137,13 +137,17 @@ async def test_health_is_200_with_queue_depths_and_warns_without_workers(
     assert body["redis"]["status"] == "ok" and body["redis"]["url"] == settings.redis_url
     assert body["workers"] == {"live": 0, "window_seconds": 15.0, "items": [],
                                "truncated": False}
-    workers_warning, scheduler_warning = body["warnings"]
+    workers_warning, scheduler_warning, outbox_warning = body["warnings"]
     assert "no live workers" in workers_warning
     assert "no live scheduler" in scheduler_warning
+    # the failed attempt's audit row waits (written at the test clock's 2026-01-01)
+    assert "1 audit rows wait in Redis" in outbox_warning and "no flusher" in outbox_warning
     assert body["scheduler"] == {"status": "none", "live": 0, "window_seconds": 15.0,
                                  "items": [], "truncated": False}
-    for part in ("clickhouse", "outbox"):
-        assert body[part] == {"status": "not_built"}
+    assert body["clickhouse"] == {"status": "not_configured"}  # this sidecar has none
+    outbox = body["outbox"]
+    assert (outbox["status"], outbox["backlog"], outbox["flusher"], outbox["dropped"]) == (
+        "backlog", 1, None, 0)
     assert body["uptime_seconds"] >= 0
 
 

@@ -20,6 +20,9 @@ SHARED = {
     "stock:stats",
     "stock:doorbell",  # nobody listened: the tokens stay (trimmed to 1000)
 }
+# The audit outbox: a row per attempt end (and per execution end), until flushed.
+OUTBOX = {"stock:audit:tasks"}
+OUTBOX_EXECUTIONS = OUTBOX | {"stock:audit:executions"}
 
 
 def spec(**kw: object) -> TaskSpec:
@@ -55,7 +58,8 @@ async def test_keys_left_after_complete(queue: TaskQueue, client: aioredis.Redis
     }
     assert await client.ttl(f"stock:task:{tid}") == -1  # no TTL while active
     await queue.complete(t, records=3)
-    assert await keys(client) == SHARED | {f"stock:task:{tid}", "stock:index:status:completed"}
+    assert await keys(client) == SHARED | OUTBOX | {f"stock:task:{tid}",
+                                                    "stock:index:status:completed"}
     await assert_ended_hash(client, settings, tid)
     for k in SHARED:
         assert await client.ttl(k) == -1  # shared structures never expire
@@ -77,7 +81,7 @@ async def test_keys_left_after_dependent_execution_completes(
     tb = await queue.claim("w")
     assert tb is not None and tb.task_id == b
     await queue.complete(tb)
-    assert await keys(client) == SHARED | {
+    assert await keys(client) == SHARED | OUTBOX_EXECUTIONS | {
         f"stock:task:{a}",
         f"stock:task:{b}",
         "stock:index:status:completed",
@@ -104,7 +108,8 @@ async def test_keys_left_after_failing_for_good(queue: TaskQueue, client: aiored
     t = await queue.claim("w")
     assert t is not None and t.attempt == 2
     await queue.fail(t, "network", "still down")
-    assert await keys(client) == SHARED | {f"stock:task:{tid}", "stock:index:status:failed"}
+    assert await keys(client) == SHARED | OUTBOX | {f"stock:task:{tid}",
+                                                    "stock:index:status:failed"}
     await assert_ended_hash(client, settings, tid)
 
 
@@ -117,7 +122,7 @@ async def test_keys_left_after_non_retryable_failure_in_execution(
     t = await queue.claim("w")
     assert t is not None
     await queue.fail(t, "config_error", "no token")
-    assert await keys(client) == SHARED | {
+    assert await keys(client) == SHARED | OUTBOX_EXECUTIONS | {
         f"stock:task:{a}",
         f"stock:task:{b}",
         "stock:index:status:failed",
@@ -137,7 +142,7 @@ async def test_keys_left_after_cancel(queue: TaskQueue, client: aioredis.Redis,
     assert t is not None and t.task_id == running
     assert await queue.cancel(running) == "cancel_requested"
     await queue.acknowledge_cancel(t)
-    assert await keys(client) == SHARED | {
+    assert await keys(client) == SHARED | OUTBOX | {
         f"stock:task:{pending}",
         f"stock:task:{running}",
         "stock:index:status:cancelled",
@@ -155,7 +160,7 @@ async def test_keys_left_after_cancelling_an_execution(
         queue, [BatchTask(spec(params={"n": 1})), BatchTask(spec(params={"n": 2}), (0,))]
     )
     await cancel_execution(queue, eid)
-    assert await keys(client) == SHARED | {
+    assert await keys(client) == SHARED | OUTBOX_EXECUTIONS | {
         *(f"stock:task:{tid}" for tid in ids),
         "stock:index:status:cancelled",
         f"stock:execution:{eid}",

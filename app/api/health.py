@@ -5,10 +5,9 @@ Both read the shared Redis state (queues, running set, worker heartbeats, the
 reports the same numbers for every worker on every host.
 
 ``/health`` answers 200 when Redis answers and 503 with ``reasons`` otherwise.  No live
-worker (or scheduler) is a *warning*, not a failure: a sidecar may start before the
-workers, and restarting it (what an orchestrator does on 503) would not bring a worker
-up.  ClickHouse and the audit outbox are not built yet and are reported as
-``not_built`` without affecting the status.
+worker (or scheduler), an unreachable ClickHouse or an audit backlog is a *warning*,
+not a failure: a sidecar may start before the workers, and restarting it (what an
+orchestrator does on 503) would bring neither a worker nor ClickHouse back.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from app.api.app import QUEUE, SETTINGS, STARTED
-from app.errors import RedisUnavailable
+from app.api.app import QUEUE, SETTINGS, STARTED, WAREHOUSE
+from app.errors import RedisUnavailable, StockqError
 from app.keys import PRIORITIES
 from app.logs import get_logger
 from app.queue import TaskQueue
@@ -42,7 +41,6 @@ MAX_WORKERS_LISTED = 50
 # (milliseconds) must match.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 OUTCOMES = ("completed", "failed", "cancelled")
-NOT_BUILT = {"status": "not_built"}
 
 T = TypeVar("T")
 
@@ -155,6 +153,45 @@ async def _read_health(queue: TaskQueue) -> tuple[dict[str, Any], dict[str, Any]
     return depths, workers, schedulers
 
 
+async def _clickhouse(app: web.Application, warnings: list[str]) -> dict[str, Any]:
+    """The sidecar's ClickHouse, if it has one: a failure is a warning (the queue works
+    without it; audit rows wait in Redis)."""
+    warehouse = app.get(WAREHOUSE)
+    if warehouse is None:
+        return {"status": "not_configured"}
+    out: dict[str, Any] = {"url": warehouse.url_redacted, "embedded": warehouse.embedded}
+    try:
+        await asyncio.wait_for(warehouse.run(warehouse.query, "SELECT 1"), READ_TIMEOUT)
+    except (StockqError, TimeoutError) as exc:
+        message = exc.message if isinstance(exc, StockqError) else "no answer in time"
+        warnings.append(f"ClickHouse is unavailable: {message}")
+        return {**out, "status": "unavailable", "error": message}
+    return {**out, "status": "ok"}
+
+
+async def _outbox(queue: TaskQueue, settings: Settings, warnings: list[str]
+                  ) -> dict[str, Any] | None:
+    from app.audit import BACKLOG_WARN_SECONDS, outbox_report
+
+    try:
+        report = await _bounded(settings, READ_TIMEOUT, "the outbox reads",
+                                outbox_report(queue))
+    except RedisUnavailable:
+        return None
+    status = "ok"
+    if report["backlog"] and report["oldest_seconds"] > BACKLOG_WARN_SECONDS:
+        status = "backlog"
+        who = f"the flusher {report['flusher']}" if report["flusher"] else "no flusher runs"
+        warnings.append(f"{report['backlog']} audit rows wait in Redis, the oldest for "
+                        f"{report['oldest_seconds']:g} s ({who}); history is behind until "
+                        "ClickHouse takes them")
+    if report["dropped"]:
+        status = "dropped"
+        warnings.append(f"{report['dropped']} audit rows were dropped over "
+                        f"STOCKQ_AUDIT_MAX_ROWS while ClickHouse was unreachable")
+    return {"status": status, **report}
+
+
 async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
     """The ``/health`` body and whether it is healthy (200) or not (503)."""
     settings = app[SETTINGS]
@@ -187,7 +224,9 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
             f"within the last {LIVE_WINDOW_SECONDS:g} s; scheduled syncs do not fire until "
             "`stockq scheduler` (or `stockq run`) runs"
         )
-    report.update(clickhouse=dict(NOT_BUILT), outbox=dict(NOT_BUILT))
+    report["clickhouse"] = await _clickhouse(app, warnings)
+    report["outbox"] = await _outbox(queue, settings, warnings) \
+        if queue is not None and report["redis"]["status"] == "ok" else None
     ok = not reasons
     report["status"] = "unhealthy" if not ok else "degraded" if warnings else "ok"
     report["checked_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")

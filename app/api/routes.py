@@ -242,6 +242,22 @@ async def query(request: web.Request) -> web.Response:
     return jsonable(result)
 
 
+async def history(request: web.Request) -> web.Response:
+    from app.audit import history as read_history
+
+    warehouse = request.app.get(WAREHOUSE)
+    if warehouse is None:
+        raise WarehouseUnavailable(
+            "this sidecar has no ClickHouse: set STOCKQ_CLICKHOUSE_URL to a ClickHouse "
+            "server, or ask the sidecar of `stockq run`, which holds the embedded one")
+    q = request.query
+    items = await read_history(
+        warehouse, plugin=q.get("plugin", ""), status=q.get("status", ""),
+        execution_id=q.get("execution_id", ""), since=q.get("since", ""),
+        until=q.get("until", ""), limit=_limit(request))
+    return jsonable({"items": items})
+
+
 async def openapi(request: web.Request) -> web.Response:
     from app.api.openapi import document
 
@@ -310,6 +326,16 @@ ROUTES: tuple[Route, ...] = (
           "A read-only ClickHouse query: SELECT/SHOW/DESCRIBE, row and time limits",
           request=QUERY, response=QUERY_RESULT, errors=(400, 401, 413, 502, 503),
           tag="warehouse"),
+    Route("GET", f"{V1}/history", history,
+          "Attempt ends from the ClickHouse audit, newest first", response=None,
+          params=(Param("plugin", "query"), Param("status", "query",
+                                                  description="completed|failed|retrying|"
+                                                              "cancelled"),
+                  Param("execution_id", "query"),
+                  Param("since", "query", description="date or ISO 8601 time"),
+                  Param("until", "query", description="date or ISO 8601 time (exclusive)"),
+                  Param("limit", "query", "integer", "1-500, default 50")),
+          errors=(400, 401, 502, 503), tag="warehouse"),
     Route("GET", f"{V1}/plugins", list_plugins, "Registered plugins and groups",
           errors=(401,), tag="plugins"),
     Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",

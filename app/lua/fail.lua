@@ -71,6 +71,7 @@ if retryable and attempt < max_attempts then
     local at = NOW + delay
     redis.call('HSET', key, 'status', 'retrying', 'next_run_at', fmt_int(at),
         'last_error_type', etype, 'error_message', emsg, 'updated_at', NOW_ISO, unpack(f))
+    audit_task(id, 'retrying', etype, emsg)
     redis.call('HDEL', key, 'lease_token', 'cancel_requested')
     redis.call('SREM', K_RUNNING, id)
     redis.call('ZREM', K_LEASES, id)

@@ -146,6 +146,22 @@ local function observe_duration(ms)
     redis.call('HINCRBY', K_STATS, 'duration_sum_ms', fmt_int(ms))
 end
 
+-- The audit outbox (app/audit.py flushes it to ClickHouse).  One row per attempt end
+-- (completed, failed, retrying -- a retry scheduled, after a timeout or a lost worker
+-- too -- and cancelled) and per execution end, written by the script that makes the
+-- change.  A row is a JSON array in the order of app/audit.py TASK_ROW / EXECUTION_ROW;
+-- its last value, the event time in ms, is the ClickHouse version.
+local function audit_task(id, status, error_type, error_message)
+    local t = redis.call('HMGET', k_task(id), 'attempt', 'execution_id', 'plugin_name',
+        'task_type', 'records_processed', 'trade_dates', 'priority', 'trigger', 'worker',
+        'created_at', 'started_at', 'started_ms')
+    local started = tonumber(t[12])
+    redis.call('LPUSH', K_AUDIT, cjson.encode({id, t[1] or '0', t[2] or '', t[3] or '',
+        t[4] or '', status, error_type or '', string.sub(error_message or '', 1, 2000),
+        t[5] or '0', t[6] or '', t[7] or '', t[8] or '', t[9] or '', t[10] or '',
+        t[11] or '', NOW_ISO, started and fmt_int(NOW - started) or '', fmt_int(NOW)}))
+end
+
 -- Execution counters: O(1) per task end; ends the execution when all tasks ended.
 local function count_in_execution(execution_id, status, retention)
     if not execution_id or execution_id == '' then
@@ -168,6 +184,12 @@ local function count_in_execution(execution_id, status, retention)
             final = 'cancelled'
         end
         redis.call('HSET', ek, 'status', final, 'completed_at', NOW_ISO, 'updated_at', NOW_ISO)
+        local x = redis.call('HMGET', ek, 'trigger_type', 'group_name', 'plugins',
+            'created_at', 'started_at')
+        redis.call('LPUSH', K_AUDIT_EXECUTIONS, cjson.encode({execution_id, final,
+            x[1] or '', x[2] or '', x[3] or '[]', fmt_int(total), fmt_int(done_ok),
+            fmt_int(failed), fmt_int(cancelled), x[4] or '', x[5] or '', NOW_ISO,
+            fmt_int(NOW)}))
         redis.call('EXPIRE', ek, retention)
         redis.call('EXPIRE', k_execution_tasks(execution_id), retention)
         redis.call('ZADD', K_EXECUTIONS, NOW, execution_id)
@@ -211,6 +233,7 @@ local function finish(id, status, error_type, error_message, retention, known, e
                 f[#f + 1] = item[4] or ''
             end
             redis.call('HSET', key, unpack(f))
+            audit_task(tid, st, item[3], item[4])
             redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting')
             if t[1] == 'running' then
                 redis.call('SREM', K_RUNNING, tid)

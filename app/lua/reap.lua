@@ -32,6 +32,7 @@ for _, id in ipairs(expired) do
         else
             redis.call('HSET', key, 'status', 'pending', 'last_error_type', 'worker_lost',
                 'error_message', msg, 'updated_at', NOW_ISO)
+            audit_task(id, 'retrying', 'worker_lost', msg)
             redis.call('HDEL', key, 'lease_token')
             redis.call('SREM', K_RUNNING, id)
             move_status(id, 'running', 'pending')

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from app.audit import FlusherHandle
 from app.errors import RedisUnavailable
 from app.logs import get_logger
 from app.queue import TaskQueue, new_id
@@ -37,6 +38,7 @@ from app.scheduler.jobs import ScheduleJob, build_jobs
 from app.scheduler.service import ScheduleService
 from app.settings import Settings, scrub_proxy_environment
 from plugins_bridge.registry import PluginRegistry
+from plugins_bridge.warehouse import Warehouse, open_warehouse
 
 log = get_logger("stockq.scheduler")
 
@@ -55,7 +57,8 @@ def scheduler_id() -> str:
 class SchedulerDaemon:
     def __init__(self, settings: Settings, registry: PluginRegistry, *,
                  clock: Callable[[], float] = time.time,
-                 client: aioredis.Redis | None = None) -> None:
+                 client: aioredis.Redis | None = None,
+                 warehouse: Warehouse | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.clock = clock
@@ -70,6 +73,8 @@ class SchedulerDaemon:
         self.calendar = TradingCalendar(self.client, settings, fetch=fetch, clock=clock)
         self.service = ScheduleService(self.queue, registry, self.calendar, self.jobs,
                                        scheduler_id=self.id, clock=clock)
+        self.warehouse = warehouse
+        self._flusher: FlusherHandle | None = None
         self._aps: AsyncIOScheduler | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._redis_ok = True
@@ -100,6 +105,8 @@ class SchedulerDaemon:
                      "cleanup": now + CLEANUP_SECONDS, "sweep": now + SWEEP_SECONDS,
                      "calendar": now + CALENDAR_CHECK_SECONDS}
         self._loop_task = asyncio.create_task(self._loop())
+        if self.warehouse is not None:
+            self._flusher = FlusherHandle(self.queue, self.warehouse)
         log.info("scheduler.started", scheduler=self.id, timezone=self.settings.timezone,
                  jobs=[{"name": j.name, "trigger": j.expression, "plugins": list(j.plugins)}
                        for j in self.jobs])
@@ -120,6 +127,8 @@ class SchedulerDaemon:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._flusher is not None:
+            await self._flusher.stop()
         try:
             await self.queue.remove_worker(self.id, scheduler=True)
         except RedisUnavailable:
@@ -211,4 +220,12 @@ async def run_scheduler(settings: Settings, registry: PluginRegistry) -> int:
     if removed:
         log.warning("scheduler.proxy_environment_removed", names=removed,
                     hint="the proxy applies only to TuShare: set STOCKQ_HTTP_PROXY")
-    return await SchedulerDaemon(settings, registry).run()
+    warehouse = open_warehouse(settings, embedded_allowed=False)  # refuses chdb://
+    if warehouse is None:
+        log.warning("audit.no_clickhouse", hint="no STOCKQ_CLICKHOUSE_URL: this scheduler "
+                    "does not flush the audit outbox (stockq run or stockq audit-flush can)")
+    try:
+        return await SchedulerDaemon(settings, registry, warehouse=warehouse).run()
+    finally:
+        if warehouse is not None:
+            warehouse.close()
