@@ -10,7 +10,6 @@ from typing import Any
 from app.logs import configure_logging
 from app.settings import Settings, load_settings
 
-NOT_BUILT = ("the ClickHouse audit history",)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -69,8 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings, fake = _start_demo(settings)
     parts = [*([] if args.no_api else ["the sidecar"]),
              *([] if args.no_scheduler else ["the scheduler"]), "a worker pool"]
-    print(f"stockq run: starting {', '.join(parts)}; not built yet: " + "; ".join(NOT_BUILT),
-          file=sys.stderr)
+    print(f"stockq run: starting {', '.join(parts)}", file=sys.stderr)
     options = PoolOptions()
     if args.workers is not None:
         options.concurrency = args.workers

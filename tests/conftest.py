@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def cli_env(redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKQ_")}
     env.update(STOCKQ_REDIS_URL=redis_url, STOCKQ_PLUGINS=EXAMPLES, STOCKQ_LOG_FORMAT="json",
                STOCKQ_BUILTIN_PLUGINS="false",
+               STOCKQ_DATA_DIR=tempfile.mkdtemp(prefix="stockq-test-"),
                PYTHONPATH=str(ROOT))
     return env
 

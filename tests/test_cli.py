@@ -326,7 +326,6 @@ async def test_stats_text_and_json(cli: Cli, queue: TaskQueue, clock: FakeClock)
 def test_run_says_what_is_missing_and_needs_redis(cli: Cli) -> None:
     proc = cli("run", code=3, env={"STOCKQ_REDIS_ENABLED": "false"})
     assert proc.stdout == ""
-    assert "not built yet" in proc.stderr
     assert "starting the sidecar, the scheduler, a worker pool" in proc.stderr
     assert "Redis is disabled" in proc.stderr and "Traceback" not in proc.stderr
 

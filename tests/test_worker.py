@@ -325,6 +325,6 @@ async def test_stockq_run_serves_the_api_and_runs_the_pool_until_sigterm(
         assert resp.status == 202
         tid = json.loads(resp.read())["task_id"]
     wait_status(sync_redis, tid, "completed")
-    assert "not built yet" in daemon.log_path.read_text()
+    assert "starting the sidecar, the scheduler, a worker pool" in daemon.log_path.read_text()
     assert daemon.stop() == 0
     assert daemon.events("api.stopped") and daemon.events("worker.stopped")

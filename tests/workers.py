@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ def worker_env(redis_url: str, **extra: str) -> dict[str, str]:
         STOCKQ_PLUGINS=WORKER_PLUGINS,
         STOCKQ_LOG_FORMAT="json",
         STOCKQ_BUILTIN_PLUGINS="false",
+        STOCKQ_DATA_DIR=tempfile.mkdtemp(prefix="stockq-test-"),  # never the user's
         STOCKQ_LEASE_SECONDS="2",
         STOCKQ_RETRY_BASE_SECONDS="0.2",
         STOCKQ_RETRY_MAX_SECONDS="1",

@@ -1,0 +1,74 @@
+"""``stockq run --demo`` as a newcomer starts it: the daily sync, run by hand, loads the
+fake TuShare's data into the embedded ClickHouse and leaves an audit history."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from app.local_redis import free_port
+from tests.workers import WorkerProcess, wait_until, worker_env
+
+
+def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_demo_runs_a_daily_sync_into_clickhouse_and_the_history(redis_url: str,
+                                                                     tmp_path: Path) -> None:
+    port = free_port()
+    env = worker_env(redis_url, STOCKQ_BUILTIN_PLUGINS="true", STOCKQ_PLUGINS="",
+                     STOCKQ_DATA_DIR=str(tmp_path / "data"), TUSHARE_TOKEN="")
+    proc = WorkerProcess(env, tmp_path / "run.log", "--demo", "--workers", "2", "--port",
+                         str(port), command="run")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.events("daemon.started") or proc.proc.poll() is not None,
+                   90, "stockq run --demo")
+        assert proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
+        assert "the bundled fake server" in proc.log_path.read_text()
+        status, fire = call(base, "POST", "/api/v1/schedules/daily_sync/run")
+        assert status == 202, fire
+        assert fire["tasks"] == 5 and fire["outcome"] == "fired"
+
+        def finished() -> Any:
+            _, execution = call(base, "GET", f"/api/v1/executions/{fire['execution_id']}")
+            return execution if execution["status"] in ("completed", "failed") else None
+
+        execution = wait_until(finished, 90, "the daily sync")
+        assert execution["status"] == "completed", execution["errors"]
+        day = fire["trade_date"]
+        iso = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+        status, rows = call(base, "POST", "/api/v1/query", {
+            "sql": f"SELECT count(), uniqExact(ts_code) FROM ods_daily FINAL "
+                   f"WHERE trade_date = '{iso}'"})
+        assert status == 200 and rows["rows"] == [[20, 20]], rows
+        status, basics = call(base, "POST", "/api/v1/query",
+                              {"sql": "SELECT count() FROM ods_stock_basic FINAL"})
+        assert basics["rows"] == [[20]]
+
+        def history() -> Any:
+            _, body = call(base, "GET", f"/api/v1/history?execution_id="
+                                        f"{fire['execution_id']}")
+            return body["items"] if len(body["items"]) == 5 else None
+
+        items = wait_until(history, 30, "five audit rows")  # the flusher runs every second
+        assert {i["plugin"] for i in items} == {
+            "tushare_trade_calendar", "tushare_stock_basic", "tushare_daily",
+            "tushare_adj_factor", "tushare_daily_basic"}
+        assert all(i["status"] == "completed" and i["trigger"] == "manual" for i in items)
+        status, health = call(base, "GET", "/health")
+        assert health["clickhouse"]["status"] == "ok" and health["clickhouse"]["embedded"]
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.log_path.read_text()[-3000:]
