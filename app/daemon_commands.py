@@ -11,7 +11,6 @@ from app.logs import configure_logging
 from app.settings import Settings, load_settings
 
 
-
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker.main import run_worker
     from app.worker.supervisor import PoolOptions

@@ -212,26 +212,38 @@ class Warehouse:
             return clickhouse_connect.get_client(dsn=url, **options)
 
         self._connect: Callable[[], Any] = connect
+        self._client: Any = None
         try:
-            self.client = self._executor.submit(self._connect).result()
-        except ConfigError:
-            self._executor.shutdown(wait=False)
-            raise
-        except Exception as exc:
-            self._executor.shutdown(wait=False)
-            raise WarehouseUnavailable(
-                f"ClickHouse at {redact_url(url)} cannot be opened: {_short(exc)}") from None
+            self._executor.submit(self._session).result()
+        except WarehouseUnavailable as exc:
+            if self.embedded:  # a local problem (a path, another process): say it now
+                self._executor.shutdown(wait=False)
+                raise
+            # a server may come back: statements connect again when it does
+            log.warning("clickhouse.unavailable", url=redact_url(url), error=exc.message)
+            return
         log.info("clickhouse.opened", url=redact_url(url), embedded=self.embedded)
+
+    def _session(self) -> Any:
+        """The client, connecting first when there is none (on the warehouse thread)."""
+        if self._client is None:
+            try:
+                self._client = self._connect()
+            except Exception as exc:
+                raise WarehouseUnavailable(f"ClickHouse at {redact_url(self.url)} cannot be "
+                                           f"opened: {_short(exc)}") from None
+        return self._client
 
     @property
     def url_redacted(self) -> str:
         return redact_url(self.url)
 
     def close(self) -> None:
-        try:
-            self._executor.submit(self.client.close).result(timeout=10)
-        except Exception:  # closing is best effort
-            pass
+        if self._client is not None:
+            try:
+                self._executor.submit(self._client.close).result(timeout=10)
+            except Exception:  # closing is best effort
+                pass
         self._executor.shutdown(wait=True)
 
     async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -243,7 +255,7 @@ class Warehouse:
     def ensure_table(self, spec: TableSpec) -> None:
         if spec.name in self._created:
             return
-        self._guard(self.client.command, spec.ddl())
+        self._guard("command", spec.ddl())
         self._created.add(spec.name)
 
     def insert(self, spec: TableSpec, rows: Sequence[Sequence[Any]],
@@ -259,21 +271,21 @@ class Warehouse:
         now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
         for i, row in enumerate(typed):
             row += [versions[i] if versions is not None else version, now]
-        self._guard(self.client.insert, spec.name, typed,
+        self._guard("insert", spec.name, typed,
                     column_names=[*spec.column_names, "version", "_ingested_at"])
         return len(typed)
 
     def last_loaded(self, spec: TableSpec) -> str:
         """The latest ``date_column`` value loaded, as YYYYMMDD ('' when empty)."""
         self.ensure_table(spec)
-        result = self._guard(self.client.query,
+        result = self._guard("query",
                              f"SELECT max(`{spec.date_column}`), count() FROM `{spec.name}`")
         newest, count = result.result_rows[0]
         return newest.strftime("%Y%m%d") if count else ""
 
     def select(self, sql: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         """stockq's own parameterised SELECT (server-side binding): rows as dicts."""
-        result = self._guard(self.client.query, sql, parameters=parameters)
+        result = self._guard("query", sql, parameters=parameters)
         names = list(result.column_names)
         return [{n: _jsonable(v) for n, v in zip(names, row, strict=True)}
                 for row in result.result_rows]
@@ -289,8 +301,9 @@ class Warehouse:
             raise ReadOnlyViolation("one statement at a time: remove the ';' between "
                                     "statements")
         limit = min(max_rows or self.query_max_rows, self.query_max_rows)
+        client = self._session()
         try:
-            result = self.client.query(text, settings={
+            result = client.query(text, settings={
                 "readonly": 2, "max_result_rows": limit, "result_overflow_mode": "throw",
                 "max_execution_time": self.query_timeout})
         except Exception as exc:
@@ -303,9 +316,11 @@ class Warehouse:
                 "types": [t.name for t in result.column_types],
                 "rows": [[_jsonable(v) for v in row] for row in result.result_rows]}
 
-    def _guard(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.method(*args, **kwargs)``; failures become WarehouseError."""
+        client = self._session()
         try:
-            return func(*args, **kwargs)
+            return getattr(client, method)(*args, **kwargs)
         except StockqError:
             raise
         except Exception as exc:
@@ -316,13 +331,13 @@ class Warehouse:
         """After a failed statement the embedded engine's result stream may still hold
         the rest of it (the next query would read it): start a fresh session.  Called
         on the warehouse thread."""
-        if not self.embedded:
+        if not self.embedded or self._client is None:
             return
         try:
-            self.client.close()
+            self._client.close()
         except Exception:  # a broken session may not close cleanly
             pass
-        self.client = self._connect()
+        self._client = None
 
 
 def single_statement(sql: str) -> bool:

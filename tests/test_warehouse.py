@@ -175,3 +175,22 @@ async def test_the_query_route(settings: Settings, warehouse: Warehouse) -> None
         body = await resp.json()
         assert resp.status == 503 and body["error"]["code"] == "clickhouse_unavailable"
         assert "STOCKQ_CLICKHOUSE_URL" in body["error"]["message"]
+
+
+def test_a_server_that_is_down_is_connected_to_later(tmp_path: Path) -> None:
+    """A ClickHouse server down at start does not stop a process: statements fail with
+    WarehouseUnavailable (retried by their callers) until it answers."""
+    import socket
+
+    from plugins_bridge.warehouse import WarehouseUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    wh = Warehouse(f"http://default:pw@127.0.0.1:{port}/default")
+    try:
+        with pytest.raises(WarehouseUnavailable, match="cannot be opened") as err:
+            wh.insert(DAILY, [bar("000001.SZ", "20260105", 10)])
+        assert "pw" not in err.value.message
+    finally:
+        wh.close()
