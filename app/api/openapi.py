@@ -10,7 +10,8 @@ from app.api.schema import Model
 
 _STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Invalid input", 401: "Missing or wrong "
                 "bearer token", 404: "Not found", 409: "Not possible in the current state",
-                413: "Request body too large", 503: "Redis unavailable (or unhealthy)"}
+                413: "Request body too large", 502: "ClickHouse failed the statement",
+                503: "Redis (or, for ClickHouse routes, ClickHouse) unavailable"}
 
 
 def _ref(model: Model) -> dict[str, str]:
