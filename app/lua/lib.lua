@@ -281,8 +281,11 @@ end
 -- (app/models.py: WORK_FIELDS): task_id, plugin_name, attempt (the new one),
 -- execution_id, timeout_seconds, checkpoint, records_processed, task_type,
 -- trade_dates, start_date, end_date, params (false when absent).
-local function claim_next(worker, token, lease_ms, promote_limit, work)
-    local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', NOW, 'LIMIT', 0, promote_limit)
+-- Move retrying tasks whose backoff has elapsed from stock:delayed to the front of
+-- their ready queue (at most `limit`).  Returns how many were promoted.
+local function promote_due(limit)
+    local promoted = 0
+    local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', NOW, 'LIMIT', 0, limit)
     for _, id in ipairs(due) do
         redis.call('ZREM', K_DELAYED, id)
         local key = k_task(id)
@@ -291,8 +294,14 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
             redis.call('HSET', key, 'status', 'pending', 'next_run_at', '', 'updated_at', NOW_ISO)
             move_status(id, 'retrying', 'pending')
             push_ready(id, prio_of(t[2]), true)
+            promoted = promoted + 1
         end
     end
+    return promoted
+end
+
+local function claim_next(worker, token, lease_ms, promote_limit, work)
+    promote_due(promote_limit)
 
     local skipped = 0
     for p = 1, 3 do

@@ -8,17 +8,4 @@
 -- ARGV[4]      max tasks to promote in this call
 -- Returns      number of tasks promoted
 
-local promoted = 0
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(due) do
-    redis.call('ZREM', K_DELAYED, id)
-    local key = k_task(id)
-    local t = redis.call('HMGET', key, 'status', 'priority')
-    if t[1] == 'retrying' then
-        redis.call('HSET', key, 'status', 'pending', 'next_run_at', '', 'updated_at', NOW_ISO)
-        move_status(id, 'retrying', 'pending')
-        push_ready(id, prio_of(t[2]), true)
-        promoted = promoted + 1
-    end
-end
-return promoted
+return promote_due(tonumber(ARGV[4]))
