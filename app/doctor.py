@@ -106,10 +106,9 @@ def check_tushare(settings: Settings) -> list[Finding]:
         return [Finding("tushare", "warn", "TUSHARE_TOKEN is not set: TuShare tasks fail "
                         "with config_error and the scheduler uses the offline calendar",
                         "set TUSHARE_TOKEN (or run `stockq run --demo` to try it offline)")]
-    proxies = {"http": settings.http_proxy, "https": settings.http_proxy} \
-        if settings.http_proxy else {}
     client = TushareClient(settings.tushare_url, settings.tushare_token,
-                           timeout=min(settings.tushare_timeout, 15), proxies=proxies)
+                           timeout=min(settings.tushare_timeout, 15),
+                           proxies=settings.tushare_proxies)
     today = time.strftime("%Y%m%d")
     try:
         with client:

@@ -103,6 +103,32 @@ class NothingToRun(StockqError):
     http_status = 409
 
 
+class WarehouseError(StockqError):
+    """ClickHouse refused or failed a statement."""
+
+    code = "clickhouse_error"
+    http_status = 502
+
+
+class WarehouseUnavailable(StockqError):
+    code = "clickhouse_unavailable"
+    http_status = 503
+
+
+class ReadOnlyViolation(StockqError):
+    """A query through the read-only path was not a single read-only statement."""
+
+    code = "read_only"
+    http_status = 400
+
+
+class QueryError(StockqError):
+    """ClickHouse rejected an operator's query (syntax, unknown table, a limit hit)."""
+
+    code = "query_error"
+    http_status = 400
+
+
 class IllegalTransition(StockqError):
     """The task is not in a state that allows the requested change."""
 

@@ -137,6 +137,12 @@ class Settings:
         return tuple(h for h in dict.fromkeys([*hosts, *self.no_proxy]) if h)
 
     @property
+    def tushare_proxies(self) -> dict[str, str]:
+        """``requests`` proxies for one TuShare call made outside a task ({} without a
+        proxy): the scheduler's calendar fetch and ``stockq doctor``."""
+        return {"http": self.http_proxy, "https": self.http_proxy} if self.http_proxy else {}
+
+    @property
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url)
 

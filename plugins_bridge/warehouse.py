@@ -29,9 +29,19 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from app.errors import ConfigError, StockqError
+from app.errors import (
+    ConfigError,
+    QueryError,
+    ReadOnlyViolation,
+    StockqError,
+    WarehouseError,
+    WarehouseUnavailable,
+)
 from app.logs import get_logger
 from app.settings import Settings, redact_url
+
+__all__ = ["Column", "QueryError", "ReadOnlyViolation", "TableSpec", "Warehouse",
+           "WarehouseError", "WarehouseUnavailable", "open_warehouse", "warehouse_url"]
 
 log = get_logger("stockq.warehouse")
 
@@ -40,18 +50,6 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPES = re.compile(
     r"^(Nullable\()?(String|Date|DateTime64\(3\)|Float64|Int64|UInt8|UInt32|UInt64)\)?$")
 READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
-
-
-class WarehouseError(StockqError):
-    """ClickHouse refused or failed a statement."""
-
-    code = "clickhouse_error"
-    http_status = 502
-
-
-class WarehouseUnavailable(StockqError):
-    code = "clickhouse_unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,18 +361,6 @@ def single_statement(sql: str) -> bool:
             return False
         i += 1
     return True
-
-
-class ReadOnlyViolation(StockqError):
-    code = "read_only"
-    http_status = 400
-
-
-class QueryError(StockqError):
-    """ClickHouse rejected an operator's query (syntax, unknown table, a limit hit)."""
-
-    code = "query_error"
-    http_status = 400
 
 
 def _jsonable(value: Any) -> Any:

@@ -66,9 +66,7 @@ def tushare_fetch(settings: Settings) -> Fetch:
     def fetch(exchange: str, start: date, end: date) -> list[date]:
         from plugins_bridge.tushare.client import TushareClient
 
-        proxies = ({"http": settings.http_proxy, "https": settings.http_proxy}
-                   if settings.http_proxy else {})
-        client = TushareClient.from_settings(settings, proxies=proxies)
+        client = TushareClient.from_settings(settings, proxies=settings.tushare_proxies)
         rows = client.query("trade_cal", {"exchange": exchange,
                                           "start_date": start.strftime("%Y%m%d"),
                                           "end_date": end.strftime("%Y%m%d")},
