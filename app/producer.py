@@ -11,11 +11,21 @@ It runs the same Lua transitions as :class:`app.queue.TaskQueue` over one blocki
 connection (hiredis packs and parses), which is also the fastest way for one client to
 submit tasks one at a time.  Mode A holds: a disabled or unreachable Redis raises
 :class:`RedisUnavailable` within the connect timeout, and nothing is written.
+
+Waiting for a reply: a call's reply comes back from a local Redis ~50-100 µs after the
+request is sent.  A thread that sleeps in ``recv`` for that long is woken by the kernel,
+which on a small VM costs about as much again.  So the connection first polls the
+socket without sleeping for up to ``STOCKQ_PRODUCER_SPIN_US`` (default 200 µs), then
+sleeps as usual: one CPU is busy while a reply is on its way, and a loop of submits
+runs ~1.5x faster (bench.bench_core shows both).  It never polls when the process may
+run on one CPU only (Redis on the same machine would need that CPU), nor with 0.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +44,14 @@ from app.scripts import map_response_error, script_sha, script_source
 from app.settings import Settings, load_settings
 
 
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class _Connection:
     """One blocking connection; no command is ever sent twice."""
 
@@ -42,6 +60,8 @@ class _Connection:
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace",
                                       replyError=ResponseError)
+        self._timeout = max(5.0, settings.redis_connect_timeout)
+        self._spin = settings.producer_spin_us / 1e6 if _cpus() > 1 else 0.0
 
     def _connect(self) -> socket.socket:
         s = self._settings
@@ -58,7 +78,7 @@ class _Connection:
             else:
                 raise ConfigError("the synchronous producer supports redis:// and unix:// "
                                   "URLs; use app.queue.TaskQueue for rediss://")
-            sock.settimeout(max(5.0, s.redis_connect_timeout))
+            self._set_io_timeout(sock)
         except OSError as exc:
             raise self._unavailable(exc) from None
         self._sock = sock
@@ -76,6 +96,21 @@ class _Connection:
             raise self._unavailable(exc) from None
         return sock
 
+    def _set_io_timeout(self, sock: socket.socket) -> None:
+        """Blocking mode with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO) rather than
+        Python's socket timeout, which polls before every send and receive and would
+        make a non-blocking receive (MSG_DONTWAIT) wait."""
+        sec = int(self._timeout)
+        timeval = struct.pack("ll", sec, int((self._timeout - sec) * 1e6))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        except (OSError, struct.error):  # not Linux-like: Python's timeout, no polling
+            sock.settimeout(self._timeout)
+            self._spin = 0.0
+            return
+        sock.settimeout(None)
+
     def _unavailable(self, exc: BaseException) -> RedisUnavailable:
         return RedisUnavailable(
             f"Redis at {self._settings.redis_url_redacted} is unreachable: {exc}"
@@ -84,16 +119,30 @@ class _Connection:
     def _roundtrip(self, args: tuple[Any, ...]) -> Any:
         sock = self._sock
         assert sock is not None
+        reader = self._reader
+        spin_until = time.perf_counter() + self._spin if self._spin else 0.0
         try:
             sock.sendall(hiredis.pack_command(args))
             while True:
-                reply = self._reader.gets()
+                reply = reader.gets()
                 if reply is not False:
                     break
-                data = sock.recv(65536)
+                if spin_until:
+                    try:
+                        data = sock.recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        if time.perf_counter() > spin_until:
+                            spin_until = 0.0
+                        continue
+                else:
+                    data = sock.recv(65536)
                 if not data:
                     raise ConnectionError("connection closed by Redis")
-                self._reader.feed(data)
+                reader.feed(data)
+        except BlockingIOError:  # SO_RCVTIMEO / SO_SNDTIMEO ran out
+            self.close()
+            raise self._unavailable(
+                TimeoutError(f"no reply within {self._timeout:g} s")) from None
         except OSError as exc:
             self.close()
             raise self._unavailable(exc) from None

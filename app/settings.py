@@ -84,6 +84,8 @@ class Settings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold a password
     redis_enabled: bool = True
     redis_connect_timeout: float = 2.0
+    # the synchronous Producer polls for a reply this long before it sleeps (0: never)
+    producer_spin_us: int = 200
     key_prefix: str = "stock"
     data_dir: Path = field(default_factory=lambda: Path.home() / ".local/share/stockq")
     plugins: tuple[str, ...] = ()
@@ -150,6 +152,7 @@ class Settings:
 # (setting attribute, environment names in order of precedence, parser)
 _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("redis_connect_timeout", "STOCKQ_REDIS_TIMEOUT", float, 0.1),
+    ("producer_spin_us", "STOCKQ_PRODUCER_SPIN_US", int, 0),
     ("default_timeout_seconds", "STOCKQ_DEFAULT_TIMEOUT", int, 1),
     ("max_timeout_seconds", "STOCKQ_MAX_TIMEOUT", int, 1),
     ("default_max_attempts", "STOCKQ_DEFAULT_MAX_ATTEMPTS", int, 1),

@@ -222,7 +222,25 @@ async def phase_producer(q: TaskQueue, res: Results, n: int) -> None:
 
         res.rows.append(await timed_rate(
             client, "enqueue, 1 client, sequential, sync Producer (0 pending)", n, op,
-            "app.producer.Producer: 1 EVALSHA per task, blocking socket"))
+            f"app.producer.Producer: 1 EVALSHA per task, blocking socket, polls "
+            f"<= {q.settings.producer_spin_us} us for the reply"))
+
+    # What polling for the reply buys (and costs in client CPU), in alternating slices.
+    await client.flushall()
+    polls, sleeps = [spec() for _ in range(n)], [spec() for _ in range(n)]
+    with Producer(replace(q.settings, producer_spin_us=200)) as polling, \
+            Producer(replace(q.settings, producer_spin_us=0)) as sleeping:
+
+        async def poll_op(i: int) -> None:
+            polling.enqueue(polls[i])
+
+        async def sleep_op(i: int) -> None:
+            sleeping.enqueue(sleeps[i])
+
+        res.rows += await ab_rows(client, {
+            "enqueue, sync Producer, A/B: polls <= 200 us for the reply": poll_op,
+            "enqueue, sync Producer, A/B: sleeps at once (SPIN_US=0)": sleep_op,
+        }, n, 10, "0 pending")
 
 
 async def phase_chained(q: TaskQueue, res: Results, n: int) -> None:
@@ -385,7 +403,7 @@ async def phase_backlog(q: TaskQueue, res: Results, n: int, backlog: int, batch:
 def budgets(res: Results) -> None:
     checks: list[tuple[str, float | None, float, bool]] = []  # name, value, budget, higher
     for r in res.rows:
-        if r.name.startswith("enqueue, 1 client"):
+        if r.name.startswith(("enqueue, 1 client", "enqueue, sync Producer")):
             checks.append((r.name, r.rate, BUDGET_ENQUEUE, True))
         elif r.name.startswith("bulk create_execution"):
             checks.append((r.name, r.rate, BUDGET_BULK, True))

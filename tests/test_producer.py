@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from dataclasses import replace
 
 import pytest
 import redis
@@ -92,3 +95,36 @@ async def test_password_and_database_reach_the_script_connection(own_redis: Redi
     db4 = redis.Redis.from_url(url)
     assert db4.exists(f"stock:task:{tid}") and db4.exists(f"stock:task:{sync_id}")
     assert redis.Redis.from_url(url.rsplit("/", 1)[0] + "/0").dbsize() == 0
+
+
+@pytest.mark.parametrize("spin_us", [0, 200])
+def test_with_and_without_polling_for_replies(settings: Settings, spin_us: int) -> None:
+    """Both ways of waiting for a reply: polling first (the default), sleeping at once."""
+    with Producer(replace(settings, producer_spin_us=spin_us)) as p:
+        ids = [p.enqueue(spec(params={"spin": spin_us, "n": n}))[0] for n in range(50)]
+        assert len(set(ids)) == 50
+        assert all(p.get(t).status == TaskStatus.PENDING for t in ids)
+        assert p.cancel(ids[0]) == "cancelled"
+
+
+def test_a_server_that_stops_answering_times_out(own_redis: RedisServer) -> None:
+    """A frozen Redis (SIGSTOP) makes the call fail after the I/O timeout (5 s) with
+    RedisUnavailable, and the producer reconnects once the server answers again."""
+    assert own_redis.proc is not None
+    with Producer(Settings(redis_url=own_redis.url)) as p:
+        p.enqueue(spec(params={"n": 0}))
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisUnavailable, match="no reply within 5 s"):
+                p.enqueue(spec(params={"n": 1}))
+            assert 4.5 < time.monotonic() - started < 15
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        tid, created = p.enqueue(spec(params={"n": 2}))
+        assert created and p.get(tid).status == TaskStatus.PENDING
+        # the timed-out request may still have run once Redis resumed: submitting the
+        # same work again is safe, deduplication leaves exactly one task for it
+        first, _ = p.enqueue(spec(params={"n": 1}))
+        again, created_again = p.enqueue(spec(params={"n": 1}))
+        assert again == first and not created_again
