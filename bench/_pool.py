@@ -215,7 +215,8 @@ class Bench:
         return w
 
     async def hash(self, task_id: str, *names: str) -> dict[str, str]:
-        values = await self.client.hmget(self.q.keys.task(task_id), list(names))
+        values: list[str | None] = await self.client.hmget(  # type: ignore[misc]
+            self.q.keys.task(task_id), list(names))
         return {k: v or "" for k, v in zip(names, values, strict=True)}
 
     async def wait_status(self, task_id: str, wanted: set[str], timeout: float,

@@ -408,7 +408,9 @@ async def phase_timeout(b: Bench) -> None:
     await asyncio.sleep(0.5)  # let the spare child come up
     runs = [await timeout_once(b, i) for i in range(args.timeout_repeats)]
     w.stop()
-    detect, to_next, done = ([r[k] for r in runs] for k in range(3))
+    detect = [r[0] for r in runs]
+    to_next = [r[1] for r in runs]
+    done = [r[2] for r in runs]
     codes = sorted({str(e.get("exit_code")) for e in w.events("worker.killed")})
     res.info["timeout"] = {"detect_s": detect, "next_running_s": to_next,
                            "next_completed_s": done, "child_exit_codes": codes}
