@@ -18,7 +18,8 @@ which on a small VM costs about as much again.  So the connection first polls th
 socket without sleeping for up to ``STOCKQ_PRODUCER_SPIN_US`` (default 200 µs), then
 sleeps as usual: one CPU is busy while a reply is on its way, and a loop of submits
 runs ~1.5x faster (bench.bench_core shows both).  It never polls when the process may
-run on one CPU only (Redis on the same machine would need that CPU), nor with 0.
+run on one CPU only (Redis on the same machine would need that CPU), nor with 0; when
+replies keep coming later than that (a remote Redis), it stops polling for a while.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from app.queue import Clock, clock_args, enqueue_call, log_enqueued, new_id
 from app.scripts import map_response_error, script_sha, script_source
 from app.settings import Settings, load_settings
 
+_MISSES_TO_BACK_OFF = 8
+_BACK_OFF_CALLS = 64
+
 
 def _cpus() -> int:
     """CPUs this process may run on."""
@@ -62,6 +66,8 @@ class _Connection:
                                       replyError=ResponseError)
         self._timeout = max(5.0, settings.redis_connect_timeout)
         self._spin = settings.producer_spin_us / 1e6 if _cpus() > 1 else 0.0
+        self._misses = 0  # polls in a row that ended without the reply
+        self._skip = 0  # calls left that sleep at once (replies come too late to poll)
 
     def _connect(self) -> socket.socket:
         s = self._settings
@@ -120,12 +126,19 @@ class _Connection:
         sock = self._sock
         assert sock is not None
         reader = self._reader
-        spin_until = time.perf_counter() + self._spin if self._spin else 0.0
+        spin_until = 0.0
+        if self._spin:
+            if self._skip:
+                self._skip -= 1
+            else:
+                spin_until = time.perf_counter() + self._spin
         try:
             sock.sendall(hiredis.pack_command(args))
             while True:
                 reply = reader.gets()
                 if reply is not False:
+                    if spin_until:
+                        self._misses = 0
                     break
                 if spin_until:
                     try:
@@ -133,6 +146,7 @@ class _Connection:
                     except BlockingIOError:
                         if time.perf_counter() > spin_until:
                             spin_until = 0.0
+                            self._missed()
                         continue
                 else:
                     data = sock.recv(65536)
@@ -149,6 +163,14 @@ class _Connection:
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    def _missed(self) -> None:
+        """A poll ran out before the reply came (a remote or busy Redis): after
+        _MISSES_TO_BACK_OFF in a row, sleep at once for _BACK_OFF_CALLS calls."""
+        self._misses += 1
+        if self._misses >= _MISSES_TO_BACK_OFF:
+            self._misses = 0
+            self._skip = _BACK_OFF_CALLS
 
     def call(self, *args: Any) -> Any:
         if self._sock is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import threading
 import time
 from dataclasses import replace
 
@@ -13,7 +15,7 @@ import redis.asyncio as aioredis
 
 from app.errors import IllegalTransition, RedisUnavailable, TaskNotFound
 from app.models import TaskSpec, TaskStatus
-from app.producer import Producer
+from app.producer import Producer, _Connection
 from app.queue import TaskQueue
 from app.settings import Settings
 from tests.redis_server import RedisServer, free_port
@@ -128,3 +130,34 @@ def test_a_server_that_stops_answering_times_out(own_redis: RedisServer) -> None
         first, _ = p.enqueue(spec(params={"n": 1}))
         again, created_again = p.enqueue(spec(params={"n": 1}))
         assert again == first and not created_again
+
+
+def test_polling_backs_off_when_replies_come_too_late(settings: Settings) -> None:
+    """Against a server that answers after the poll window (2 ms here, a remote Redis
+    in life), the connection stops polling after 8 misses and sleeps at once for the
+    next 64 calls."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(65536):
+                time.sleep(0.002)
+                conn.sendall(b"+PONG\r\n" * data.count(b"PING"))
+
+    threading.Thread(target=serve, daemon=True).start()
+    slow = _Connection(replace(settings, redis_url=f"redis://127.0.0.1:{port}/0",
+                               producer_spin_us=200))
+    assert slow._spin == pytest.approx(0.0002)
+    try:
+        for _ in range(7):
+            assert slow.call("PING") == "PONG"
+        assert slow._skip == 0 and slow._misses == 7
+        slow.call("PING")
+        assert slow._skip == 64 and slow._misses == 0
+        slow.call("PING")
+        assert slow._skip == 63  # slept at once: no poll, no miss counted
+    finally:
+        slow.close()
+        listener.close()
