@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -70,6 +70,8 @@ class _UtcClock:
 
 
 _LEVELS = {"warn": "warning", "exception": "error"}
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                  "error": logging.ERROR}
 _format_exc_info = structlog.processors.format_exc_info
 
 
@@ -202,6 +204,22 @@ class _Logger:
 
     def exception(self, event: str, *args: Any, **kw: Any) -> Any:
         return self._logger().exception(event, *args, **kw)
+
+    def prepare(self, method: str, event: str, **kw: Any) -> Callable[[], None] | None:
+        """Render an event now and return what writes it, or None when its level is
+        filtered out (or a processor dropped it).  For a caller that has time to spare
+        before it knows whether the event happened: the synchronous producer renders
+        ``task.enqueued`` while Redis runs the script.  The line's timestamp is the
+        rendering time."""
+        bound = self._logger()
+        if not bound.is_enabled_for(_LEVEL_NUMBERS[method]):
+            return None
+        try:
+            args, kwargs = bound._process_event(method, event, kw)
+        except structlog.DropEvent:
+            return None
+        write = getattr(bound._logger, method)
+        return lambda: write(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._logger(), name)

@@ -29,7 +29,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -40,7 +40,14 @@ from app.failures import bound_message
 from app.keys import Keys, fixed_keys
 from app.logs import get_logger
 from app.models import Task, TaskSpec
-from app.queue import Clock, clock_args, enqueue_call, log_enqueued, new_id
+from app.queue import (
+    Clock,
+    clock_args,
+    enqueue_call,
+    enqueued_fields,
+    log_enqueued,
+    new_id,
+)
 from app.scripts import map_response_error, script_sha, script_source
 from app.settings import Settings, load_settings
 
@@ -67,6 +74,7 @@ class _Connection:
         self._timeout = max(5.0, settings.redis_connect_timeout)
         self._spin = settings.producer_spin_us / 1e6 if _cpus() > 1 else 0.0
         self._misses = 0  # polls in a row that ended without the reply
+        self._spin_until = 0.0  # when polling for the pending reply stops
         self._skip = 0  # calls left that sleep at once (replies come too late to poll)
 
     def _connect(self) -> socket.socket:
@@ -123,17 +131,32 @@ class _Connection:
         )
 
     def _roundtrip(self, args: tuple[Any, ...]) -> Any:
+        self._send(args)
+        return self.receive()
+
+    def _send(self, args: tuple[Any, ...]) -> None:
         sock = self._sock
         assert sock is not None
-        reader = self._reader
-        spin_until = 0.0
+        self._spin_until = 0.0
         if self._spin:
             if self._skip:
                 self._skip -= 1
             else:
-                spin_until = time.perf_counter() + self._spin
+                self._spin_until = time.perf_counter() + self._spin
         try:
             sock.sendall(hiredis.pack_command(args))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            self._fail(TimeoutError(f"could not send within {self._timeout:g} s"))
+        except OSError as exc:
+            self._fail(exc)
+
+    def receive(self) -> Any:
+        """The reply to the command sent last (after :meth:`send`)."""
+        sock = self._sock
+        assert sock is not None
+        reader = self._reader
+        spin_until = self._spin_until
+        try:
             while True:
                 reply = reader.gets()
                 if reply is not False:
@@ -153,16 +176,17 @@ class _Connection:
                 if not data:
                     raise ConnectionError("connection closed by Redis")
                 reader.feed(data)
-        except BlockingIOError:  # SO_RCVTIMEO / SO_SNDTIMEO ran out
-            self.close()
-            raise self._unavailable(
-                TimeoutError(f"no reply within {self._timeout:g} s")) from None
+        except BlockingIOError:  # SO_RCVTIMEO ran out
+            self._fail(TimeoutError(f"no reply within {self._timeout:g} s"))
         except OSError as exc:
-            self.close()
-            raise self._unavailable(exc) from None
+            self._fail(exc)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self.close()
+        raise self._unavailable(exc) from None
 
     def _missed(self) -> None:
         """A poll ran out before the reply came (a remote or busy Redis): after
@@ -173,9 +197,14 @@ class _Connection:
             self._skip = _BACK_OFF_CALLS
 
     def call(self, *args: Any) -> Any:
+        self.send(*args)
+        return self.receive()
+
+    def send(self, *args: Any) -> None:
+        """Send one command; its reply is read by :meth:`receive`."""
         if self._sock is None:
             self._connect()
-        return self._roundtrip(args)
+        self._send(args)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -198,6 +227,7 @@ class Producer:
         self._fixed = fixed_keys(self.keys)
         self._conn = _Connection(settings)
         self.log = get_logger("stockq.queue")
+        self._pending: tuple[str, list[str], list[Any]] = ("", [], [])  # the call sent last
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Producer:
@@ -213,12 +243,20 @@ class Producer:
         self._conn.close()
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._send(name, keys, args)
+        return self._receive()
+
+    def _send(self, name: str, keys: list[str], args: list[Any]) -> None:
         argv = [*clock_args(self.keys, self.clock()), *args]
         allkeys = self._fixed + keys
+        self._pending = (name, allkeys, argv)
+        self._conn.send("EVALSHA", script_sha(name), len(allkeys), *allkeys, *argv)
+
+    def _receive(self) -> Any:
+        name, allkeys, argv = self._pending
         try:
             try:
-                return self._conn.call("EVALSHA", script_sha(name), len(allkeys), *allkeys,
-                                       *argv)
+                return self._conn.receive()
             except ResponseError as exc:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
@@ -234,9 +272,16 @@ class Producer:
 
     def enqueue(self, spec: TaskSpec, *, task_id: str | None = None) -> tuple[str, bool]:
         """As :meth:`app.queue.TaskQueue.enqueue`."""
-        created, found = self._run("enqueue", *enqueue_call(self.keys, spec,
-                                                            task_id or new_id()))
-        log_enqueued(self.log, spec, str(found), bool(created))
+        tid = task_id or new_id()
+        self._send("enqueue", *enqueue_call(self.keys, spec, tid))
+        # While Redis runs the script, render the log line of the usual outcome (a new
+        # task); it is written only if that is what happened.
+        write = self.log.prepare("info", "task.enqueued", **enqueued_fields(spec, tid))
+        created, found = self._receive()
+        if created and write is not None:
+            write()
+        else:
+            log_enqueued(self.log, spec, str(found), bool(created))
         return str(found), bool(created)
 
     def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:

@@ -95,12 +95,16 @@ def clock_args(keys: Keys, now: float) -> list[Any]:
     return [keys.prefix, ms, f"{cached[1]}.{millis:03d}+00:00"]
 
 
+def enqueued_fields(spec: TaskSpec, task_id: str) -> dict[str, Any]:
+    """The fields of the ``task.enqueued`` / ``task.deduplicated`` events."""
+    return {"task_id": task_id, "plugin": spec.plugin_name,
+            "task_type": spec.task_type.value, "priority": int(spec.priority),
+            "trigger": spec.trigger}
+
+
 def log_enqueued(log: Any, spec: TaskSpec, task_id: str, created: bool) -> None:
-    log.info(
-        "task.enqueued" if created else "task.deduplicated",
-        task_id=task_id, plugin=spec.plugin_name, task_type=spec.task_type.value,
-        priority=int(spec.priority), trigger=spec.trigger,
-    )
+    log.info("task.enqueued" if created else "task.deduplicated",
+             **enqueued_fields(spec, task_id))
 
 
 def _task_or_none(raw: Any) -> Task | None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
@@ -9,7 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 
+import app.logs
+from app.logs import configure_logging
 from app.queue import TaskQueue
 from app.settings import Settings
 from tests.redis_server import RedisServer
@@ -93,3 +97,16 @@ def cli_env(redis_url: str) -> dict[str, str]:
 @pytest.fixture
 def stockq_cmd() -> list[str]:
     return [sys.executable, "-m", "app.cli"]
+
+
+@pytest.fixture
+def json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """structlog configured as in production (JSON lines) into a buffer; the previous
+    configuration is restored afterwards."""
+    saved, was = structlog.get_config(), app.logs._configured
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    configure_logging(Settings(log_format="json"), force=True)
+    yield buffer
+    structlog.configure(**saved)
+    app.logs._configured = was

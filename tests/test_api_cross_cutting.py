@@ -8,20 +8,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
-import structlog
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-import app.logs
 from app.api.routes import ROUTES
-from app.logs import configure_logging
 from app.settings import Settings
 from tests.api_support import V1, assert_error_shape, body_of, fails, ok, serve, submit
 from tests.api_support import api as api  # fixtures: pytest finds them by name here
@@ -108,19 +102,6 @@ async def test_cors_only_when_configured(settings: Settings) -> None:
     async with serve(anyone) as client:
         async with client.get(f"{V1}/plugins", headers={"Origin": "http://x.test"}) as resp:
             assert resp.headers["Access-Control-Allow-Origin"] == "http://x.test"
-
-
-@pytest.fixture
-def json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """structlog configured as in production (JSON lines) into a buffer; the previous
-    configuration is restored afterwards."""
-    saved, was = structlog.get_config(), app.logs._configured
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging(Settings(log_format="json"), force=True)
-    yield buffer
-    structlog.configure(**saved)
-    app.logs._configured = was
 
 
 async def test_access_log_and_request_id(api: TestClient[Any, Any],

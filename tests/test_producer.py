@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
@@ -13,7 +15,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from app.errors import IllegalTransition, RedisUnavailable, TaskNotFound
+from app.errors import Conflict, IllegalTransition, RedisUnavailable, TaskNotFound
+from app.logs import configure_logging
 from app.models import TaskSpec, TaskStatus
 from app.producer import Producer, _Connection
 from app.queue import TaskQueue
@@ -161,3 +164,28 @@ def test_polling_backs_off_when_replies_come_too_late(settings: Settings) -> Non
     finally:
         slow.close()
         listener.close()
+
+
+def test_log_lines_of_new_and_deduplicated_submissions(settings: Settings,
+                                                       json_log: io.StringIO) -> None:
+    """The line of a new task is rendered while Redis works and written once the reply
+    says the task was created; a duplicate logs task.deduplicated instead, and a call
+    that fails logs neither."""
+    with Producer(settings) as p:
+        tid, _ = p.enqueue(spec(params={"log": 1}, priority="high"))
+        again, _ = p.enqueue(spec(params={"log": 1}, priority="high"))
+        with pytest.raises(Conflict):
+            p.enqueue(spec(params={"log": 2}), task_id=tid)  # the id is taken
+    lines = [json.loads(x) for x in json_log.getvalue().splitlines() if x.strip()]
+    events = [(e["event"], e["task_id"]) for e in lines if e["event"].startswith("task.")]
+    assert events == [("task.enqueued", tid), ("task.deduplicated", tid)] and again == tid
+    first = next(e for e in lines if e["event"] == "task.enqueued")
+    assert first["plugin"] == "noop" and first["priority"] == 0 and first["level"] == "info"
+    assert first["component"] == "stockq.queue" and first["timestamp"].endswith("Z")
+
+
+def test_no_log_line_when_info_is_filtered(settings: Settings, json_log: io.StringIO) -> None:
+    configure_logging(replace(settings, log_format="json", log_level="warning"), force=True)
+    with Producer(settings) as p:
+        p.enqueue(spec(params={"quiet": 1}))
+    assert json_log.getvalue() == ""
