@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import platform
 import shutil
@@ -47,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +57,23 @@ from app.models import TaskSpec
 from app.queue import TaskQueue, new_id
 from app.redis_client import create_client
 from app.settings import Settings
+from bench._faults import phase_crash, phase_timeout
+from bench._latency import phase_latency
 from bench._measure import code_version, setup_logging
 from bench._pool import (
     Bench,
     RawConn,
     Results,
     Worker,
-    iso_epoch,
-    pool_cpu,
 )
 from bench._procfs import (
     children_of,
-    cpu_seconds,
-    machine_busy,
     pct,
-    pid_alive,
     status_kb,
     write_json,
 )
 from bench._redis import BenchRedis
+from bench._snapshot import Snapshot, load_note, snapshot
 
 
 def _default_recycle() -> str:
@@ -87,13 +84,9 @@ def _default_recycle() -> str:
 
 
 BUDGET_DRAIN = 4_000.0  # tasks/s, --concurrency 2, noop
-BUDGET_LAT_P50_MS = 1.3
-BUDGET_LAT_P99_MS = 3.0
-BUDGET_TIMEOUT_DETECT_S = 0.2  # deadline -> task hash failed/retrying (timeout)
-BUDGET_TIMEOUT_NEXT_S = 1.0  # that -> next queued task running
 BUDGET_SUPERVISOR_RSS_MB = 80.0
 BUDGET_CHILD_RSS_MB = 120.0
-CRASH_SLACK_S = 2.0  # crash recovery budget: lease + this
+# the latency budgets are in bench/_latency.py, the timeout and crash ones in bench/_faults.py
 
 PHASES = ("drain", "latency", "memory", "timeout", "crash")
 
@@ -137,35 +130,6 @@ async def fill(b: Bench, n: int) -> tuple[list[str], float, str]:
             t0 = time.perf_counter()
     ids = await fill_enqueue(b, n)
     return ids, time.perf_counter() - t0, "TaskQueue.enqueue, 16 concurrent coroutines"
-
-
-@dataclass
-class Snapshot:
-    done: int
-    sup: float
-    kids: float
-    redis: float
-    bench: float
-    machine: float
-    wall: float
-
-
-async def snapshot(b: Bench, w: Worker) -> Snapshot:
-    done = int(await b.client.hget(b.q.keys.stats, "completed") or 0)  # type: ignore[misc]
-    sup, kids = pool_cpu(w.pid)
-    assert b.server.proc is not None
-    return Snapshot(done, sup, kids, cpu_seconds(b.server.proc.pid), time.process_time(),
-                    machine_busy(), time.monotonic())
-
-
-def load_note(a: Snapshot, z: Snapshot) -> tuple[str, dict[str, float]]:
-    """CPUs busy between two snapshots: ours (pool, Redis, bench) and everything else."""
-    wall = z.wall - a.wall
-    ours = sum(getattr(z, k) - getattr(a, k) for k in ("sup", "kids", "redis", "bench"))
-    other = max(0.0, z.machine - a.machine - ours)
-    load = {"ours_cpus": ours / wall, "other_cpus": other / wall}
-    return (f"CPUs busy: ours {load['ours_cpus']:.2f}, other processes "
-            f"{load['other_cpus']:.2f} (of {os.cpu_count()})"), load
 
 
 async def watch_drain(b: Bench, w: Worker, n: int) -> tuple[Snapshot, Snapshot]:
@@ -273,231 +237,6 @@ def phase_memory(b: Bench, w: Worker) -> None:
     res.budget("supervisor RSS, idle after the drain", sup_rss, BUDGET_SUPERVISOR_RSS_MB,
                False, "MB")
     res.budget("idle child RSS (largest)", worst, BUDGET_CHILD_RSS_MB, False, "MB")
-
-
-# ---------------------------------------------------------------- 2. latency
-
-
-async def latency_notify(b: Bench, n: int, warm: int,
-                         gap: float) -> tuple[list[float], dict[str, float]]:
-    """Enqueue -> the EXPIRE keyspace event of the task key (set when it ends).
-
-    Also returns the mean split of that time by the task hash's timestamps (1 ms
-    resolution, truncated: corrected by their mean error): submit -> claimed
-    (started_ms), claimed -> completed (duration_ms), completed -> event seen here."""
-    await b.client.config_set("notify-keyspace-events", "Kg")
-    sub = await RawConn.open(b.server.port)
-    epoch = time.time() - time.perf_counter()
-    try:
-        await sub.call("PSUBSCRIBE", f"__keyspace@0__:{b.q.keys.task('*')}")
-        samples: list[float] = []
-        split: list[tuple[float, float, float]] = []
-        for i in range(warm + n):
-            tid = new_id()
-            chan = f"__keyspace@0__:{b.q.keys.task(tid)}"
-            spec = TaskSpec.build("noop", params={"lat": i})
-            t0 = time.perf_counter()
-            await b.q.enqueue(spec, task_id=tid)
-            while True:
-                t1, msg = await asyncio.wait_for(sub.items.get(), 10)
-                if msg[0] == "pmessage" and msg[2] == chan and msg[3] == "expire":
-                    break
-            h = await b.hash(tid, "status", "started_ms", "duration_ms")
-            if h["status"] != "completed":
-                b.res.problems.append(f"latency task {tid} ended {h['status']!r}")
-            elif i >= warm:
-                samples.append((t1 - t0) * 1000)
-                # the scripts' ms stamps are truncated: +0.5 ms is their mean error
-                claimed = int(h["started_ms"]) + 0.5 - (t0 + epoch) * 1000
-                ran = int(h["duration_ms"])
-                split.append((claimed, ran, (t1 - t0) * 1000 - claimed - ran))
-            await asyncio.sleep(gap)
-        means = [statistics.fmean(x) for x in zip(*split, strict=True)]
-        return samples, dict(zip(("claimed", "ran", "seen"), means, strict=True))
-    finally:
-        sub.close()
-        await b.client.config_set("notify-keyspace-events", "")
-
-
-async def latency_poll(b: Bench, n: int, warm: int, gap: float) -> tuple[list[float], float]:
-    """Enqueue -> an HGET status in a tight loop answers completed."""
-    conn = await RawConn.open(b.server.port)
-    try:
-        samples, rtts = [], []
-        for i in range(warm + n):
-            tid = new_id()
-            key = b.q.keys.task(tid)
-            spec = TaskSpec.build("noop", params={"poll": i})
-            t0 = time.perf_counter()
-            await b.q.enqueue(spec, task_id=tid)
-            polls = 0
-            tp = time.perf_counter()
-            while await conn.call("HGET", key, "status") != "completed":
-                polls += 1
-            t1 = time.perf_counter()
-            if i >= warm:
-                samples.append((t1 - t0) * 1000)
-                rtts.append((t1 - tp) / (polls + 1) * 1e6)
-            await asyncio.sleep(gap)
-        return samples, statistics.median(rtts)
-    finally:
-        conn.close()
-
-
-async def phase_latency(b: Bench, w: Worker) -> None:
-    args, res = b.args, b.res
-    n, warm, gap = args.latency_n, 20, args.latency_gap_ms / 1000
-    gc.collect()
-    a = await snapshot(b, w)
-    ev, split = await latency_notify(b, n, warm, gap)
-    z = await snapshot(b, w)
-    note, load = load_note(a, z)
-    per = {k: (getattr(z, k) - getattr(a, k)) / (n + warm) * 1e6 for k in ("sup", "kids", "redis")}
-    p50, p99 = statistics.median(ev), pct(ev, 0.99)
-    res.info["latency_notify_ms"] = {"p50": p50, "p90": pct(ev, 0.9), "p99": p99,
-                                     "max": max(ev), "mean": statistics.fmean(ev),
-                                     "mean_split_ms": split, "load": load,
-                                     "cpu_us_per_task": per}
-    res.add("latency", f"submit -> completed, idle pool, {n} tasks (event)",
-            f"p50 {p50:.3f} / p99 {p99:.3f} ms",
-            f"p90 {pct(ev, 0.9):.3f}, max {max(ev):.3f} ms; timer stops at the keyspace "
-            f"event (no polling); {args.latency_gap_ms:g} ms between tasks; " + note)
-    res.add("latency", "  mean split (task hash, 1 ms stamps)",
-            f"{split['claimed']:.2f} + {split['ran']:.2f} + {split['seen']:.2f} ms",
-            f"submit -> claimed + claimed -> completed (dispatch, child, complete script) + "
-            f"-> event seen; CPU per task: supervisor {per['sup']:.0f}, children "
-            f"{per['kids']:.0f}, redis-server {per['redis']:.0f} us")
-    gc.collect()
-    pl, rtt = await latency_poll(b, n, warm, gap)
-    res.info["latency_poll_ms"] = {"p50": statistics.median(pl), "p90": pct(pl, 0.9),
-                                   "p99": pct(pl, 0.99), "max": max(pl), "poll_rtt_us": rtt}
-    res.add("latency", f"submit -> completed, idle pool, {n} tasks (poll)",
-            f"p50 {statistics.median(pl):.3f} / p99 {pct(pl, 0.99):.3f} ms",
-            f"cross-check: HGET status in a tight loop, granularity ~{rtt:.0f} us "
-            f"(median poll round trip); the busy poller competes for the CPUs")
-    res.budget("submit->done latency p50 (event)", p50, BUDGET_LAT_P50_MS, False, "ms")
-    res.budget("submit->done latency p99 (event)", p99, BUDGET_LAT_P99_MS, False, "ms")
-
-
-# ---------------------------------------------------------------- 3. timeout
-
-
-async def timeout_once(b: Bench, i: int) -> tuple[float, float, float, str]:
-    slow, nxt = new_id(), new_id()
-    await b.q.enqueue(TaskSpec.build("sleep", params={"seconds": 60, "t": i},
-                                     timeout_seconds=1, max_attempts=1), task_id=slow)
-    await b.q.enqueue(TaskSpec.build("noop", params={"after": i}), task_id=nxt)
-    await b.wait_status(nxt, {"completed", "failed"}, timeout=30, interval=0.01)
-    a = await b.hash(slow, "status", "last_error_type", "started_ms", "duration_ms",
-                     "deadline_at")
-    n = await b.hash(nxt, "status", "started_ms", "duration_ms")
-    if a["status"] not in ("failed", "retrying") or a["last_error_type"] != "timeout":
-        raise RuntimeError(f"timed-out task ended {a['status']}/{a['last_error_type']}")
-    failed_ms = int(a["started_ms"]) + int(a["duration_ms"])
-    detect = (failed_ms - int(a["deadline_at"])) / 1000
-    to_next = (int(n["started_ms"]) - failed_ms) / 1000
-    next_done = (int(n["started_ms"]) + int(n["duration_ms"]) - failed_ms) / 1000
-    return detect, to_next, next_done, a["status"]
-
-
-async def phase_timeout(b: Bench) -> None:
-    args, res = b.args, b.res
-    await b.client.flushall()
-    w = b.start_worker("timeout", 1)
-    await w.wait_started()
-    await asyncio.sleep(0.5)  # let the spare child come up
-    runs = [await timeout_once(b, i) for i in range(args.timeout_repeats)]
-    w.stop()
-    detect = [r[0] for r in runs]
-    to_next = [r[1] for r in runs]
-    done = [r[2] for r in runs]
-    codes = sorted({str(e.get("exit_code")) for e in w.events("worker.killed")})
-    res.info["timeout"] = {"detect_s": detect, "next_running_s": to_next,
-                           "next_completed_s": done, "child_exit_codes": codes}
-    res.add("timeout", f"deadline -> hash failed (timeout), {len(runs)} runs",
-            f"median {statistics.median(detect):.3f} / max {max(detect):.3f} s",
-            f"sleep(60) task, timeout 1 s, 1 attempt; --concurrency 1; hash timestamps "
-            f"(1 ms); killed children exit codes {', '.join(codes)}")
-    res.add("timeout", "failed -> next queued task running",
-            f"median {statistics.median(to_next):.3f} / max {max(to_next):.3f} s",
-            f"claimed in the fail round trip (claim_for); it completed after median "
-            f"{statistics.median(done):.3f} / max {max(done):.3f} s on the warm spare child")
-    res.budget("timeout: deadline -> failed (max)", max(detect), BUDGET_TIMEOUT_DETECT_S,
-               False, "s")
-    res.budget("timeout: failed -> next running (max)", max(to_next), BUDGET_TIMEOUT_NEXT_S,
-               False, "s")
-
-
-# ---------------------------------------------------------------- 5. crash recovery
-
-
-def owner(workers: list[Worker], worker_id: str) -> Worker:
-    pid = int(worker_id.rsplit(":", 2)[1])
-    for w in workers:
-        if w.pid == pid:
-            return w
-    raise RuntimeError(f"task owned by unknown worker {worker_id}")
-
-
-async def crash_once(b: Bench, pool: list[Worker], i: int, delay: float) -> dict[str, Any]:
-    tid = new_id()
-    await b.q.enqueue(TaskSpec.build("bench_slow_first", params={"seconds": 60, "c": i}),
-                      task_id=tid)
-    h = await b.wait_status(tid, {"running"}, timeout=10)
-    victim = owner(pool, h["worker"])
-    kids = list(children_of(victim.pid))
-    await asyncio.sleep(delay)
-    t_kill = time.time()
-    victim.kill()
-    pool.remove(victim)
-    h = await b.wait_status(tid, {"completed", "failed"}, timeout=b.args.lease + 30)
-    started2 = int(h["started_ms"]) / 1000
-    done = started2 + int(h["duration_ms"]) / 1000
-    await asyncio.sleep(0.2)
-    lost = [e for w in pool for e in w.events("task.worker_lost") if e.get("task_id") == tid]
-    return {"status": h["status"], "attempt": int(h["attempt"]),
-            "finisher_is_other": owner(pool, h["worker"]) is not victim,
-            "reaped_s": iso_epoch(lost[0]["timestamp"]) - t_kill if lost else None,
-            "started_s": started2 - t_kill, "completed_s": done - t_kill,
-            "orphans": [k for k in kids if pid_alive(k)]}
-
-
-async def phase_crash(b: Bench) -> None:
-    args, res = b.args, b.res
-    await b.client.flushall()
-    lease = str(args.lease)
-    pool = [b.start_worker(f"crash{k}", 1, STOCKQ_LEASE_SECONDS=lease) for k in range(2)]
-    for w in pool:
-        await w.wait_started()
-    runs = []
-    for i in range(args.crash_repeats):
-        if i:
-            w = b.start_worker(f"crash{i + 1}", 1, STOCKQ_LEASE_SECONDS=lease)
-            await w.wait_started()
-            pool.append(w)
-        await asyncio.sleep(0.3)
-        # kill at different points of the lease renewal cycle (every lease/3, <= 2 s)
-        delay = 0.3 + min(2.0, args.lease / 3) * i / args.crash_repeats
-        runs.append(await crash_once(b, pool, i, delay))
-    for w in pool:
-        w.stop()
-    res.info["crash"] = runs
-    bad = [r for r in runs if r["status"] != "completed" or r["attempt"] != 2
-           or not r["finisher_is_other"]]
-    for r in bad:
-        res.problems.append(f"crash recovery run ended oddly: {r}")
-    comp = [r["completed_s"] for r in runs]
-    reaped = [r["reaped_s"] for r in runs if r["reaped_s"] is not None]
-    orphans = sum(len(r["orphans"]) for r in runs)
-    res.add("crash", f"SIGKILL supervisor -> completed elsewhere, {len(runs)} runs",
-            f"median {statistics.median(comp):.2f} / max {max(comp):.2f} s",
-            f"STOCKQ_LEASE_SECONDS={args.lease:g}; kill time vs the task hash's stamps; "
-            "reaped after "
-            + ", ".join(f"{x:.2f}" for x in reaped) + " s; attempt 2 started after "
-            + ", ".join(f"{r['started_s']:.2f}" for r in runs)
-            + f" s; children of the killed supervisor still alive: {orphans}")
-    res.budget(f"crash recovery (max), lease {args.lease:g} s", max(comp),
-               args.lease + CRASH_SLACK_S, False, "s")
 
 
 # ---------------------------------------------------------------- report
