@@ -15,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+import app.producer
 from app.errors import Conflict, IllegalTransition, RedisUnavailable, TaskNotFound
 from app.logs import configure_logging
 from app.models import TaskSpec, TaskStatus
@@ -135,10 +136,12 @@ def test_a_server_that_stops_answering_times_out(own_redis: RedisServer) -> None
         assert again == first and not created_again
 
 
-def test_polling_backs_off_when_replies_come_too_late(settings: Settings) -> None:
+def test_polling_backs_off_when_replies_come_too_late(settings: Settings,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Against a server that answers after the poll window (2 ms here, a remote Redis
     in life), the connection stops polling after 8 misses and sleeps at once for the
     next 64 calls."""
+    monkeypatch.setattr(app.producer, "_cpus", lambda: 2)  # polling is on, as on 2+ CPUs
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -189,3 +192,12 @@ def test_no_log_line_when_info_is_filtered(settings: Settings, json_log: io.Stri
     with Producer(settings) as p:
         p.enqueue(spec(params={"quiet": 1}))
     assert json_log.getvalue() == ""
+
+
+def test_no_polling_on_one_cpu_or_when_turned_off(settings: Settings,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.producer, "_cpus", lambda: 1)
+    assert _Connection(replace(settings, producer_spin_us=200))._spin == 0
+    monkeypatch.setattr(app.producer, "_cpus", lambda: 2)
+    assert _Connection(replace(settings, producer_spin_us=0))._spin == 0
+    assert _Connection(replace(settings, producer_spin_us=150))._spin == pytest.approx(0.00015)
