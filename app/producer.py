@@ -51,6 +51,7 @@ from app.queue import (
 from app.scripts import map_response_error, script_sha, script_source
 from app.settings import Settings, load_settings
 
+_MAX_SPIN_US = 10_000  # a larger STOCKQ_PRODUCER_SPIN_US is read as this
 _MISSES_TO_BACK_OFF = 8
 _BACK_OFF_CALLS = 64
 
@@ -72,7 +73,8 @@ class _Connection:
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace",
                                       replyError=ResponseError)
         self._timeout = max(5.0, settings.redis_connect_timeout)
-        self._spin = settings.producer_spin_us / 1e6 if _cpus() > 1 else 0.0
+        spin_us = min(settings.producer_spin_us, _MAX_SPIN_US)
+        self._spin = spin_us / 1e6 if _cpus() > 1 else 0.0
         self._misses = 0  # polls in a row that ended without the reply
         self._spin_until = 0.0  # when polling for the pending reply stops
         self._skip = 0  # calls left that sleep at once (replies come too late to poll)

@@ -201,3 +201,4 @@ def test_no_polling_on_one_cpu_or_when_turned_off(settings: Settings,
     monkeypatch.setattr(app.producer, "_cpus", lambda: 2)
     assert _Connection(replace(settings, producer_spin_us=0))._spin == 0
     assert _Connection(replace(settings, producer_spin_us=150))._spin == pytest.approx(0.00015)
+    assert _Connection(replace(settings, producer_spin_us=10**9))._spin == pytest.approx(0.01)
