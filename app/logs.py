@@ -17,7 +17,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -229,3 +230,18 @@ def get_logger(name: str) -> Any:
     """A lazy structlog logger tagged ``component=name`` (bound at first use, so the
     configuration done later at start-up applies)."""
     return _Logger(name)
+
+
+def read_log_records(path: str | Path, event: str | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON records of a file of stockq log lines (other lines are skipped), or
+    only those of one ``event``: how tests and benchmarks read a process's log."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if event is None or record.get("event") == event:
+                yield record

@@ -199,8 +199,9 @@ class _Connection:
             self._skip = _BACK_OFF_CALLS
 
     def call(self, *args: Any) -> Any:
-        self.send(*args)
-        return self.receive()
+        if self._sock is None:
+            self._connect()
+        return self._roundtrip(args)
 
     def send(self, *args: Any) -> None:
         """Send one command; its reply is read by :meth:`receive`."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 
+from app.logs import read_log_records
 from app.queue import TaskQueue
 from app.settings import PROXY_ENVIRONMENT
 from bench._procfs import (
@@ -79,18 +79,7 @@ class Worker:
         return self.proc.pid
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.startswith("{"):
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if name is None or rec.get("event") == name:
-                    out.append(rec)
-        return out
+        return list(read_log_records(self.log_path, name))
 
     def tail(self, lines: int = 15) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -1,12 +1,17 @@
-"""What the benchmarks read about processes from /proc, and small statistics helpers."""
+"""What the benchmarks read about processes from /proc, small statistics helpers, and
+the run-print-save plumbing every benchmark script shares."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -68,3 +73,16 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
     print(f"results written to {path}")
+
+
+def run_and_report(main: Coroutine[Any, Any, R], print_report: Callable[[R], None],
+                   json_path: str | None, payload: Callable[[R], dict[str, Any]]) -> R:
+    """Run a benchmark, print its report and wall time, and save ``payload`` as JSON
+    when ``--json`` asked for it."""
+    t0 = time.perf_counter()
+    res = asyncio.run(main)
+    print_report(res)
+    print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
+    if json_path:
+        write_json(json_path, payload(res))
+    return res

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._api_client import SUBMIT_PATH, ClientProc, client_worker_main, established
-from bench._procfs import cpu_seconds, machine_busy, pct, status_kb, write_json
+from bench._procfs import cpu_seconds, machine_busy, pct, run_and_report, status_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = "plugins_bridge.examples:EXAMPLES"
@@ -454,16 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.client_worker:
         return client_worker_main()
-    t0 = time.perf_counter()
-    res = asyncio.run(run(args))
-    print_report(res)
-    print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
-    if args.json:
-        write_json(args.json, {
-            "machine": res.machine, "params": res.params,
-            "runs": [asdict(r) for r in res.runs], "info": res.info,
-            "budgets": res.budgets, "problems": res.problems,
-        })
+    res = run_and_report(run(args), print_report, args.json, lambda res: {
+        "machine": res.machine, "params": res.params,
+        "runs": [asdict(r) for r in res.runs], "info": res.info,
+        "budgets": res.budgets, "problems": res.problems,
+    })
     return 1 if res.problems else 0
 
 

@@ -66,7 +66,7 @@ from bench._measure import (
     used_memory,
     warm_up,
 )
-from bench._procfs import write_json
+from bench._procfs import run_and_report
 from bench._redis import BenchRedis
 
 BUDGET_ENQUEUE = 7_000.0  # tasks/s, one client, sequential
@@ -564,17 +564,12 @@ async def run(args: argparse.Namespace) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    t0 = time.perf_counter()
-    res = asyncio.run(run(args))
-    print_report(res)
-    print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
-    if args.json:
-        write_json(args.json, {
-            "machine": res.machine, "params": res.params,
-            "rows": [asdict(r) for r in res.rows],
-            "latencies": [asdict(x) for x in res.latencies],
-            "info": res.info, "budgets": res.budgets,
-        })
+    run_and_report(run(args), print_report, args.json, lambda res: {
+        "machine": res.machine, "params": res.params,
+        "rows": [asdict(r) for r in res.rows],
+        "latencies": [asdict(x) for x in res.latencies],
+        "info": res.info, "budgets": res.budgets,
+    })
     return 0
 
 

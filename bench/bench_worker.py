@@ -69,8 +69,8 @@ from bench._pool import (
 from bench._procfs import (
     children_of,
     pct,
+    run_and_report,
     status_kb,
-    write_json,
 )
 from bench._redis import BenchRedis
 from bench._snapshot import Snapshot, load_note, snapshot
@@ -403,16 +403,11 @@ async def run(args: argparse.Namespace) -> Results:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    t0 = time.perf_counter()
-    res = asyncio.run(run(args))
-    print_report(res)
-    print(f"\n(total wall time {time.perf_counter() - t0:.1f} s)")
-    if args.json:
-        write_json(args.json, {
-            "machine": res.machine, "params": res.params,
-            "rows": [asdict(r) for r in res.rows], "info": res.info,
-            "budgets": res.budgets, "problems": res.problems,
-        })
+    res = run_and_report(run(args), print_report, args.json, lambda res: {
+        "machine": res.machine, "params": res.params,
+        "rows": [asdict(r) for r in res.rows], "info": res.info,
+        "budgets": res.budgets, "problems": res.problems,
+    })
     return 1 if res.failed else 0
 
 

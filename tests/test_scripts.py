@@ -7,14 +7,14 @@ import re
 import pytest
 
 from app.keys import lua_prelude
-from app.scripts import TRANSITIONS, _read, script_source
+from app.scripts import TRANSITIONS, _definitions, _read, script_source
 
-_DEFINED = re.compile(r"^local (?:function )?([A-Za-z_][\w, ]*?)\s*(?:=|\()", re.M)
 _STRINGS_AND_COMMENTS = re.compile(r"--[^\n]*|'[^'\n]*'|\"[^\"\n]*\"")
 
 
-def _names(pattern_text: str) -> set[str]:
-    return {n.strip() for group in _DEFINED.findall(pattern_text) for n in group.split(",")}
+def _names(source: str) -> set[str]:
+    """Names defined at the top level of ``source``."""
+    return {n for names, _ in _definitions(source) for n in names}
 
 
 SHARED = _names(lua_prelude() + "\n" + _read("lib"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from app.logs import read_log_records
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_PLUGINS = "tests.worker_plugins:PLUGINS"
@@ -53,17 +54,7 @@ class WorkerProcess:
         return self.proc.pid
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if name is None or record.get("event") == name:
-                out.append(record)
-        return out
+        return list(read_log_records(self.log_path, name))
 
     def wait_started(self, timeout: float = 30) -> None:
         wait_until(lambda: bool(self.events("worker.started")) or self.proc.poll() is not None,
