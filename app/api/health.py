@@ -304,7 +304,8 @@ def duration_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]],
     bounds: Iterable[float] = (*DURATION_BUCKETS, math.inf)
     buckets = [("+Inf" if math.isinf(b) else _num(b),
                 sum(n for le, n in observed if le <= b)) for b in bounds]
-    return buckets, stats.get("duration_sum_ms", 0) / 1000, stats.get("duration_count", 0)
+    # the count is the +Inf bucket: every attempt counts in exactly one bucket
+    return buckets, stats.get("duration_sum_ms", 0) / 1000, buckets[-1][1]
 
 
 async def _read_metrics(queue: TaskQueue) -> tuple[list[int], dict[str, int]]:

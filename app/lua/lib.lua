@@ -123,8 +123,8 @@ end
 
 -- Task duration histogram: every attempt that ends in complete.lua or fail.lua counts in
 -- the stats hash: duration_bucket:<le> for the smallest bucket (seconds) it fits
--- (non-cumulative counts; /metrics makes them cumulative), duration_count and
--- duration_sum_ms.  The bounds must match DURATION_BUCKETS in app/api/health.py.
+-- (non-cumulative counts; /metrics makes them cumulative, and their total is the
+-- count) and duration_sum_ms.  The bounds must match DURATION_BUCKETS in app/api/health.py.
 local DURATION_BUCKETS = {
     {100, '0.1'}, {500, '0.5'}, {1000, '1'}, {5000, '5'}, {10000, '10'}, {30000, '30'},
     {60000, '60'}, {300000, '300'}, {900000, '900'}, {3600000, '3600'},
@@ -142,7 +142,6 @@ local function observe_duration(ms)
         end
     end
     redis.call('HINCRBY', K_STATS, 'duration_bucket:' .. le, 1)
-    redis.call('HINCRBY', K_STATS, 'duration_count', 1)
     redis.call('HINCRBY', K_STATS, 'duration_sum_ms', fmt_int(ms))
 end
 
@@ -151,10 +150,15 @@ end
 -- too -- and cancelled) and per execution end, written by the script that makes the
 -- change.  A row is a JSON array in the order of app/audit.py TASK_ROW / EXECUTION_ROW;
 -- its last value, the event time in ms, is the ClickHouse version.
-local function audit_task(id, status, error_type, error_message)
-    local t = redis.call('HMGET', k_task(id), 'attempt', 'execution_id', 'plugin_name',
-        'task_type', 'records_processed', 'trade_dates', 'priority', 'trigger', 'worker',
-        'created_at', 'started_at', 'started_ms')
+-- The task fields an audit row reads, in this order: a caller that read them already
+-- (in its load_owned) passes the values to save a read.
+local AUDIT_FIELDS = {
+    'attempt', 'execution_id', 'plugin_name', 'task_type', 'records_processed',
+    'trade_dates', 'priority', 'trigger', 'worker', 'created_at', 'started_at', 'started_ms',
+}
+
+local function audit_task(id, status, error_type, error_message, t)
+    t = t or redis.call('HMGET', k_task(id), unpack(AUDIT_FIELDS))
     local started = tonumber(t[12])
     redis.call('LPUSH', K_AUDIT, cjson.encode({id, t[1] or '0', t[2] or '', t[3] or '',
         t[4] or '', status, error_type or '', string.sub(error_message or '', 1, 2000),
@@ -201,9 +205,10 @@ end
 -- here).  Dependents of a
 -- completed task are released; dependents of a task that did not complete end
 -- `cancelled` with last_error_type=upstream_failed (transitively).
--- Optional, for the task `id` itself (saving a read and a write): `known`, its
+-- Optional, for the task `id` itself (saving reads and a write): `known`, its
 -- {status, execution_id, dedup_key, plugin_name} as the caller read them in this
--- script, and `extra`, more field/value pairs written with the status.
+-- script (a fifth element: the AUDIT_FIELDS values as they will be after `extra` is
+-- written), and `extra`, more field/value pairs written with the status.
 local function finish(id, status, error_type, error_message, retention, known, extra)
     local stack = {{id, status, error_type, error_message}}
     local ended = 0
@@ -211,9 +216,10 @@ local function finish(id, status, error_type, error_message, retention, known, e
         local item = table.remove(stack)
         local tid, st = item[1], item[2]
         local key = k_task(tid)
-        local t = known
+        local t, audit_values = known, nil
         if t then
             known = nil
+            audit_values = t[5]
         else
             t = redis.call('HMGET', key, 'status', 'execution_id', 'dedup_key', 'plugin_name')
         end
@@ -233,7 +239,7 @@ local function finish(id, status, error_type, error_message, retention, known, e
                 f[#f + 1] = item[4] or ''
             end
             redis.call('HSET', key, unpack(f))
-            audit_task(tid, st, item[3], item[4])
+            audit_task(tid, st, item[3], item[4], audit_values)
             redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting')
             if t[1] == 'running' then
                 redis.call('SREM', K_RUNNING, tid)
@@ -317,7 +323,10 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
                 'params')
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
                 if not t[3] then
-                    -- pushed by a producer of the original format: index it now
+                    -- pushed by a producer of the original format: index it now, and
+                    -- keep it while it runs if that producer gave it a TTL (a task
+                    -- of ours has none before it ends)
+                    redis.call('PERSIST', key)
                     redis.call('ZADD', K_ALL, NOW, id)
                     if t[4] then
                         redis.call('ZADD', k_plugin_index(t[4]), NOW, id)
@@ -331,7 +340,6 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
                     'started_ms', fmt_int(NOW), 'updated_at', NOW_ISO, 'worker', worker,
                     'lease_token', token, 'deadline_at', fmt_int(NOW + timeout_ms),
                     'progress', '0', 'next_run_at', '')
-                redis.call('PERSIST', key)
                 redis.call('SADD', K_RUNNING, id)
                 redis.call('ZADD', K_LEASES, NOW + lease_ms, id)
                 move_status(id, 'pending', 'running')
