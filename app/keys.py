@@ -4,7 +4,7 @@ The default prefix ``stock`` keeps the key names of the system stockq replaces, 
 producers and readers that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep
 working.  Every Lua script receives the fixed keys in ``KEYS[1..14]`` (:func:`fixed_keys`) and
 its own task/execution keys after them; keys that depend on data read inside a script
-(the id a claim pops, a task's execution, its dependents) are built by the Lua prelude
+(the id a claim pops, a task's execution) are built by the Lua prelude
 :func:`lua_prelude` generates from the templates below, so the layout is written down
 only here.  (Because of that, stockq needs a standalone Redis or
 a single-slot deployment, not a sharded Redis Cluster.)
@@ -13,7 +13,7 @@ a single-slot deployment, not a sharded Redis Cluster.)
 |---|---|---|
 | ``{p}:task_queue:{0,1,2}`` | list | ready task ids by priority; LPUSH in, RPOP out |
 | ``{p}:task:{id}`` | hash | the task; expires ``retention`` after it ends |
-| ``{p}:task:{id}:dependents`` | set | ids of tasks waiting for this one |
+| ``{p}:task:{id}:dependents`` | set | waiters of a schema 1 task (schema 2: its field) |
 | ``{p}:execution:{id}`` | hash | a batch of tasks with O(1) counters |
 | ``{p}:execution:{id}:tasks`` | list | the execution's task ids, in submission order |
 | ``{p}:running_tasks`` | set | ids being executed (kept for compatibility) |

@@ -1,9 +1,10 @@
 """Typed records: task and execution status, task specs, and decoding of stored hashes.
 
-Hashes written by stockq carry ``schema=1``.  Hashes written by the original
-``TaskQueue`` (no schema field, naive local ISO timestamps, ``priority`` as an int,
-``trade_dates`` as JSON) decode too; missing or malformed fields fall back to defaults
-instead of failing the whole read.
+Task hashes written by stockq carry ``schema=2`` (``1`` before a task's dependents moved
+into its hash; both decode the same) and execution hashes ``schema=1``.  Hashes written
+by the original ``TaskQueue`` (no schema field, naive local ISO timestamps, ``priority``
+as an int, ``trade_dates`` as JSON) decode too; missing or malformed fields fall back to
+defaults instead of failing the whole read.
 """
 
 from __future__ import annotations

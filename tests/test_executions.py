@@ -8,7 +8,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from app.errors import DependencyCycle, IllegalTransition, InvalidInput
+from app.errors import DependencyCycle, IllegalTransition, InvalidInput, StockqError
 from app.executions import BatchTask, cancel_execution, create_execution, retry_execution
 from app.models import Execution, ExecutionStatus, Task, TaskSpec, TaskStatus
 from app.queries import get_execution, list_tasks
@@ -81,8 +81,11 @@ async def test_dependent_waits_until_its_dependencies_complete(
     assert tc.status == TaskStatus.PENDING and tc.waiting_on == 2
     assert sorted(tc.depends_on) == sorted([a, b])
     assert c not in await ready_ids(client)
-    assert await client.smembers(f"stock:task:{a}:dependents") == {c}
-    assert await client.smembers(f"stock:task:{b}:dependents") == {c}
+    # who waits for a task is written in its hash (schema 2), with no key of its own
+    assert await client.hget(f"stock:task:{a}", "dependents") == c
+    assert await client.hget(f"stock:task:{b}", "dependents") == c
+    assert await client.hget(f"stock:task:{a}", "schema") == "2"
+    assert await client.keys("*:dependents") == []
 
     ta = await claim_one(queue, a)
     tb = await claim_one(queue, b)
@@ -92,7 +95,7 @@ async def test_dependent_waits_until_its_dependencies_complete(
     assert (await queue.get(c)).waiting_on == 1
     assert c not in await ready_ids(client)
     assert await queue.claim("w") is None
-    assert not await client.exists(f"stock:task:{a}:dependents")
+    assert not await client.hexists(f"stock:task:{a}", "dependents")
 
     await queue.complete(tb)
     released = await queue.get(c)
@@ -334,6 +337,60 @@ async def test_execution_over_the_limit_writes_nothing(
     eid, ids = await create_execution(q, [bt(params={"n": i}) for i in range(5)])
     assert len(ids) == 5 and (await get_execution(q, eid)).total == 5
     await q.aclose()
+
+
+async def test_fan_out_and_fan_in_dependents_in_one_field(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    # root <- x, y, z (in submission order); x, y <- join
+    eid, (root, x, y, z, join) = await create_execution(
+        queue, [bt("root"), bt("x", 0), bt("y", 0), bt("z", 0), bt("join", 1, 2)])
+    assert await client.hget(f"stock:task:{root}", "dependents") == f"{x},{y},{z}"
+    assert await client.hget(f"stock:task:{x}", "dependents") == join
+    await queue.complete(await claim_one(queue, root))
+    assert await ready_ids(client) == {x, y, z}
+    for tid in (x, y, z):
+        await queue.complete(await claim_one(queue, tid))
+    await queue.complete(await claim_one(queue, join))
+    assert (await execution(queue, eid)).status == ExecutionStatus.COMPLETED
+
+
+async def test_a_dependency_outside_the_batch_is_refused_before_any_write(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    # create_execution.lua's own check, for a payload not built by create_execution
+    keys = [queue.keys.execution("e1"), queue.keys.execution_tasks("e1")]
+    meta = json.dumps({"execution_id": "e1"})
+    with pytest.raises(StockqError, match="not a task of this execution"):
+        await queue.run("create_execution", keys, [
+            meta, json.dumps([["noop", "1"]]), json.dumps([1, 2]),
+            "t1", "", "", "", "t2", "", "", "1", '["elsewhere"]', "elsewhere"])
+    assert await client.keys("*") == []
+
+
+async def test_a_schema_1_dependents_set_still_releases_its_waiters(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    # tasks written before dependents moved into the hash: a set per upstream task
+    eid, (a, b) = await create_execution(queue, [bt("a"), bt("b", 0)])
+    await client.hset(f"stock:task:{a}", "schema", "1")  # type: ignore[misc]
+    await client.hdel(f"stock:task:{a}", "dependents")  # type: ignore[misc]
+    await client.sadd(f"stock:task:{a}:dependents", b)  # type: ignore[misc]
+    await queue.complete(await claim_one(queue, a))
+    assert not await client.exists(f"stock:task:{a}:dependents")
+    assert await ready_ids(client) == {b}
+    await queue.complete(await claim_one(queue, b))
+    assert (await execution(queue, eid)).status == ExecutionStatus.COMPLETED
+    # and a failure reaches them too
+    eid2, (c, d) = await create_execution(queue, [bt("c", max_attempts=1), bt("d", 0)])
+    await client.hset(f"stock:task:{c}", "schema", "1")  # type: ignore[misc]
+    await client.hdel(f"stock:task:{c}", "dependents")  # type: ignore[misc]
+    await client.sadd(f"stock:task:{c}:dependents", d)  # type: ignore[misc]
+    await queue.fail(await claim_one(queue, c), "config_error", "no token")
+    td = await queue.get(d)
+    assert td.status == TaskStatus.CANCELLED and td.last_error_type == "upstream_failed"
+    assert not await client.exists(f"stock:task:{c}:dependents")
+    assert (await execution(queue, eid2)).status == ExecutionStatus.FAILED
 
 
 async def test_duplicate_dependency_indexes_count_once(queue: TaskQueue) -> None:

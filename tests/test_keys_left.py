@@ -74,7 +74,7 @@ async def test_keys_left_after_dependent_execution_completes(
     eid, (a, b) = await create_execution(
         queue, [BatchTask(spec(params={"n": 1})), BatchTask(spec(params={"n": 2}), (0,))]
     )
-    assert f"stock:task:{a}:dependents" in await keys(client)
+    assert await client.hget(f"stock:task:{a}", "dependents") == b
     ta = await queue.claim("w")
     assert ta is not None and ta.task_id == a
     await queue.complete(ta)
@@ -92,6 +92,7 @@ async def test_keys_left_after_dependent_execution_completes(
     for tid in (a, b):
         await assert_ended_hash(client, settings, tid)
         assert not await client.hexists(f"stock:task:{tid}", "waiting")
+        assert not await client.hexists(f"stock:task:{tid}", "dependents")
     for k in (f"stock:execution:{eid}", f"stock:execution:{eid}:tasks"):
         assert 0 < await client.ttl(k) <= settings.retention_seconds
 

@@ -36,7 +36,7 @@ def test_enqueue_dedup_get_cancel(settings: Settings) -> None:
         assert created and not created_again and again == tid
         task = p.get(tid)
         assert task.status == TaskStatus.PENDING and task.trade_dates == ["20240102"]
-        assert task.params == {"a": 1} and task.schema == 1
+        assert task.params == {"a": 1} and task.schema == 2
         assert p.cancel(tid) == "cancelled"
         with pytest.raises(IllegalTransition, match="already cancelled"):
             p.cancel(tid)

@@ -213,7 +213,7 @@ async def test_key_prefix_changes_every_key(redis_url: str, client: aioredis.Red
     assert keys and all(k.startswith("alt:") for k in keys), keys
     for expected in ("alt:leases", "alt:running_tasks", "alt:stats", "alt:doorbell",
                      "alt:index:all", f"alt:task:{done}", f"alt:execution:{eid}",
-                     f"alt:execution:{eid}:tasks", f"alt:task:{first}:dependents",
+                     f"alt:execution:{eid}:tasks", f"alt:task:{first}",
                      "alt:index:executions", "alt:index:plugin:noop"):
         assert expected in keys, expected
     assert {retried, new_id, second} <= {k.split(":")[2] for k in keys if k.count(":") == 2}

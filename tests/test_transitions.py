@@ -21,7 +21,7 @@ async def test_enqueue_claim_complete(queue: TaskQueue, client: aioredis.Redis,
     tid, created = await queue.enqueue(spec(trade_dates=["2024-01-02"]))
     assert created
     t = await queue.get(tid)
-    assert t.status == TaskStatus.PENDING and t.attempt == 0 and t.schema == 1
+    assert t.status == TaskStatus.PENDING and t.attempt == 0 and t.schema == 2
     assert t.trade_dates == ["20240102"]
     assert await client.lrange("stock:task_queue:1", 0, -1) == [tid]
     assert await client.llen("stock:doorbell") == 1

@@ -15,8 +15,8 @@
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
 local t = load_owned(key, id, token, 'started_ms', 'execution_id', 'dedup_key', 'plugin_name',
-    'attempt', 'task_type', 'trade_dates', 'priority', 'trigger', 'worker', 'created_at',
-    'started_at')
+    'dependents', 'schema', 'attempt', 'task_type', 'trade_dates', 'priority', 'trigger',
+    'worker', 'created_at', 'started_at')
 local f = {'progress', '100', 'records_processed', ARGV[6]}
 if ARGV[7] ~= '' then
     f[#f + 1] = 'result'
@@ -34,9 +34,10 @@ if started then
 end
 -- the fields above are written with the status, in finish's one HSET
 -- the audit row's values (lib.lua: AUDIT_FIELDS), records as written above
-local audit = {t[7], t[4], t[6], t[8], ARGV[6], t[9], t[10], t[11], t[12], t[13], t[14], t[3]}
+local audit = {t[9], t[4], t[6], t[10], ARGV[6], t[11], t[12], t[13], t[14], t[15], t[16],
+    t[3]}
 local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]),
-    {t[1], t[4], t[5], t[6], audit}, f)
+    {t[1], t[4], t[5], t[6], t[7], t[8], audit}, f)
 local nxt = false
 if ARGV[10] and ARGV[10] ~= '' then
     nxt = claim_next(ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]),

@@ -6,9 +6,9 @@
 -- Built for large batches (10,000 tasks in one call): tasks come as flat ARGV records
 -- (no per-task JSON to decode), the hash fields tasks share are sent once per "shape",
 -- and every write that takes many members is one command per CHUNK members (indexes,
--- the execution's task list, the ready queues, the dedup keys, each dependents set, the
--- doorbell, the stats).  Per task there remain its hash (a COPY of an earlier task of
--- the batch and an HSET of its own fields) and, for a dependency, its dependents set.
+-- the execution's task list, the ready queues, the dedup keys, the doorbell, the
+-- stats).  Per task there remains its hash: a COPY of an earlier task of the batch and
+-- an HSET of its own fields, which include its dependents (lib.lua: TASK_SCHEMA).
 -- Everything is checked before the first write: all tasks are created or none.
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py)
@@ -51,7 +51,7 @@ for s, shape in ipairs(shapes) do
         malformed('shape ' .. s)
     end
     local h = {
-        'schema', '1', 'status', 'pending', 'progress', '0', 'records_processed', '0',
+        'schema', TASK_SCHEMA, 'status', 'pending', 'progress', '0', 'records_processed', '0',
         'attempt', '0', 'created_at', NOW_ISO, 'updated_at', NOW_ISO, 'execution_id', eid,
     }
     for i = 2, #shape do
@@ -66,6 +66,9 @@ for s, shape in ipairs(shapes) do
     plugins_of[s] = shape[1]
     queues_of[s] = prio_of(shape[2]) + 1
 end
+-- The records, and who waits for whom: a task's dependents are written in its hash.
+local in_batch = {}                  -- task id -> true
+local dep_list, waiters_of = {}, {}  -- dependency id -> ids of the tasks waiting for it
 local n, p = 0, FIRST
 for r = 1, #runs, 2 do
     local s, c = runs[r], runs[r + 1]
@@ -73,13 +76,26 @@ for r = 1, #runs, 2 do
         malformed('runs')
     end
     for _ = 1, c do
-        local waiting = ARGV[p + 3]
+        local id, waiting = ARGV[p], ARGV[p + 3]
+        in_batch[id] = true
         if waiting == '' then
             p = p + 4
         else
             local w = tonumber(waiting)
             if not w or w < 1 or w % 1 ~= 0 then
                 malformed('task records')
+            end
+            for d = p + 5, p + 4 + w do
+                local dep = ARGV[d]
+                local ws = waiters_of[dep]
+                if ws == nil then
+                    waiters_of[dep] = id -- one waiter: kept as a string
+                    dep_list[#dep_list + 1] = dep
+                elseif type(ws) == 'string' then
+                    waiters_of[dep] = {ws, id}
+                else
+                    ws[#ws + 1] = id
+                end
             end
             p = p + 5 + w
         end
@@ -88,6 +104,11 @@ for r = 1, #runs, 2 do
 end
 if n < 1 or p ~= #ARGV + 1 then
     malformed('task records')
+end
+for _, dep in ipairs(dep_list) do
+    if not in_batch[dep] then
+        malformed('dependency ' .. dep .. ' (not a task of this execution)')
+    end
 end
 
 -- cmd key list[a..b] for consecutive slices of `step` items of list
@@ -140,7 +161,6 @@ local score = fmt_int(NOW)
 local ids, scored = {}, {}           -- ids in order; score, id, score, id, ...
 local ready = {{}, {}, {}}           -- ready ids by queue, in order
 local plugin_list, ranges_of = {}, {} -- plugin -> {first, last, first, last, ...} of ids
-local dep_list, waiters_of = {}, {}  -- dependency id -> ids of the tasks waiting for it
 local dedup_seen, dedup_kv = {}, {}  -- dedup key, id of the first task with that digest
 local i = 0
 p = FIRST
@@ -177,20 +197,14 @@ for r = 1, #runs, 2 do
         else
             own[m + 1], own[m + 2] = 'depends_on', ARGV[p + 4]
             own[m + 3], own[m + 4], m, present = 'waiting', waiting, m + 4, present + 4
-            local last = p + 4 + tonumber(waiting)
-            for d = p + 5, last do
-                local dep = ARGV[d]
-                local w = waiters_of[dep]
-                if w == nil then
-                    waiters_of[dep] = id -- one waiter: kept as a string
-                    dep_list[#dep_list + 1] = dep
-                elseif type(w) == 'string' then
-                    waiters_of[dep] = {w, id}
-                else
-                    w[#w + 1] = id
-                end
+            p = p + 5 + tonumber(waiting)
+        end
+        local ws = waiters_of[id]
+        if ws then
+            if type(ws) == 'table' then
+                ws = table.concat(ws, ',')
             end
-            p = last + 1
+            own[m + 1], own[m + 2], m, present = 'dependents', ws, m + 2, present + 8
         end
         local key, src = k_task(id), byp[present]
         local copied = false
@@ -247,14 +261,6 @@ end
 chunked('SADD', K_PLUGINS, plugin_list, CHUNK)
 redis.call('HINCRBY', K_STATS, 'enqueued', n)
 chunked('RPUSH', tk, ids, CHUNK)
-for _, dep in ipairs(dep_list) do
-    local w = waiters_of[dep]
-    if type(w) == 'string' then
-        redis.call('SADD', k_dependents(dep), w)
-    else
-        chunked('SADD', k_dependents(dep), w, CHUNK)
-    end
-end
 
 -- ready tasks: one LPUSH per queue (in submission order, as push_ready would), and the
 -- doorbell tokens push_ready would leave (at most DOORBELL_MAX) in one LPUSH + LTRIM

@@ -21,7 +21,7 @@ if redis.call('EXISTS', key) == 1 then
     reject('conflict', 'task id ' .. id .. ' is already taken')
 end
 redis.call('SET', dedup_key, id)
-redis.call('HSET', key, 'schema', '1', 'status', 'pending', 'progress', '0',
+redis.call('HSET', key, 'schema', TASK_SCHEMA, 'status', 'pending', 'progress', '0',
     'records_processed', '0', 'attempt', '0', 'created_at', NOW_ISO, 'updated_at', NOW_ISO,
     unpack(ARGV, 7))
 redis.call('ZADD', K_ALL, NOW, id)

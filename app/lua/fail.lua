@@ -24,8 +24,8 @@
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
 local t = load_owned(key, id, token, 'attempt', 'max_attempts', 'plugin_name', 'started_ms',
-    'cancel_requested', 'execution_id', 'dedup_key')
-local known = {t[1], t[8], t[9], t[5]}  -- what finish reads: status, execution, dedup, plugin
+    'cancel_requested', 'execution_id', 'dedup_key', 'dependents', 'schema')
+local known = {t[1], t[8], t[9], t[5], t[10], t[11]}  -- lib.lua: FINISH_FIELDS
 
 local function claim_after()
     if ARGV[16] and ARGV[16] ~= '' then

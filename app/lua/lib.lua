@@ -7,6 +7,9 @@
 --   ARGV[3]      now as an ISO 8601 string (Lua in Redis cannot format dates)
 -- Checks come before writes: Redis does not roll back a script that errors halfway.
 
+-- The task hash layout version.  2: a task's dependents are the comma-separated ids in
+-- its own `dependents` field (written with it), not a {p}:task:{id}:dependents set.
+local TASK_SCHEMA = '2'
 local NOW = tonumber(ARGV[2])
 local NOW_ISO = ARGV[3]
 local TERMINAL = {completed = true, failed = true, cancelled = true}
@@ -74,7 +77,7 @@ local SPEC_FIELDS = {
 local function create_task(spec, execution_id)
     local id = spec['task_id']
     local h = {
-        'task_id', id, 'schema', '1', 'status', 'pending', 'progress', '0',
+        'task_id', id, 'schema', TASK_SCHEMA, 'status', 'pending', 'progress', '0',
         'records_processed', '0', 'error_message', '', 'created_at', NOW_ISO,
         'updated_at', NOW_ISO, 'started_at', '', 'completed_at', '', 'attempt', '0',
         'next_run_at', '', 'last_error_type', '', 'deadline_at', '',
@@ -101,11 +104,14 @@ local function create_task(spec, execution_id)
     return key
 end
 
--- Make `id` wait for `deps` (ids of tasks created in the same call or already active).
+-- Make `id` wait for `deps` (ids of tasks created in the same call or already active):
+-- `id` joins each one's `dependents` field.
 local function add_dependencies(id, deps)
     local waiting = 0
     for _, dep in ipairs(deps) do
-        redis.call('SADD', k_dependents(dep), id)
+        local dk = k_task(dep)
+        local cur = redis.call('HGET', dk, 'dependents')
+        redis.call('HSET', dk, 'dependents', cur and (cur .. ',' .. id) or id)
         waiting = waiting + 1
     end
     if waiting > 0 then
@@ -206,9 +212,32 @@ end
 -- completed task are released; dependents of a task that did not complete end
 -- `cancelled` with last_error_type=upstream_failed (transitively).
 -- Optional, for the task `id` itself (saving reads and a write): `known`, its
--- {status, execution_id, dedup_key, plugin_name} as the caller read them in this
--- script (a fifth element: the AUDIT_FIELDS values as they will be after `extra` is
--- written), and `extra`, more field/value pairs written with the status.
+-- FINISH_FIELDS values as the caller read them in this script (and, as element 7, the
+-- AUDIT_FIELDS values as they will be after `extra` is written), and `extra`, more
+-- field/value pairs written with the status.
+local FINISH_FIELDS = {
+    'status', 'execution_id', 'dedup_key', 'plugin_name', 'dependents', 'schema',
+}
+
+-- The ids of the tasks waiting for task `tid` (t: its FINISH_FIELDS values); takes
+-- them out of a schema 1 dependents set (a task written before the field existed).
+local function dependents_of(tid, t)
+    local deps = {}
+    if t[5] then
+        for dep in string.gmatch(t[5], '[^,]+') do
+            deps[#deps + 1] = dep
+        end
+    end
+    if t[6] == '1' then
+        local dkey = k_dependents(tid)
+        for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
+            deps[#deps + 1] = dep
+        end
+        redis.call('DEL', dkey)
+    end
+    return deps
+end
+
 local function finish(id, status, error_type, error_message, retention, known, extra)
     local stack = {{id, status, error_type, error_message}}
     local ended = 0
@@ -219,9 +248,9 @@ local function finish(id, status, error_type, error_message, retention, known, e
         local t, audit_values = known, nil
         if t then
             known = nil
-            audit_values = t[5]
+            audit_values = t[7]
         else
-            t = redis.call('HMGET', key, 'status', 'execution_id', 'dedup_key', 'plugin_name')
+            t = redis.call('HMGET', key, unpack(FINISH_FIELDS))
         end
         if t[1] and not TERMINAL[t[1]] then
             local f = extra or {}
@@ -240,7 +269,7 @@ local function finish(id, status, error_type, error_message, retention, known, e
             end
             redis.call('HSET', key, unpack(f))
             audit_task(tid, st, item[3], item[4], audit_values)
-            redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting')
+            redis.call('HDEL', key, 'lease_token', 'cancel_requested', 'waiting', 'dependents')
             if t[1] == 'running' then
                 redis.call('SREM', K_RUNNING, tid)
                 redis.call('ZREM', K_LEASES, tid)
@@ -256,12 +285,7 @@ local function finish(id, status, error_type, error_message, retention, known, e
             bump_stats(st, t[4])
             count_in_execution(t[2], st, retention)
             ended = ended + 1
-            local dkey = k_dependents(tid)
-            local deps = redis.call('SMEMBERS', dkey)
-            if #deps > 0 then
-                redis.call('DEL', dkey)
-            end
-            for _, dep in ipairs(deps) do
+            for _, dep in ipairs(dependents_of(tid, t)) do
                 local dk2 = k_task(dep)
                 local d = redis.call('HMGET', dk2, 'status', 'priority')
                 if d[1] == 'pending' then
