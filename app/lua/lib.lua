@@ -206,15 +206,7 @@ local function count_in_execution(execution_id, status, retention)
     end
 end
 
--- End a task for good.  The caller has validated the transition and taken the task
--- out of its ready list or stock:delayed (a running task leaves the lease structures
--- here).  Dependents of a
--- completed task are released; dependents of a task that did not complete end
--- `cancelled` with last_error_type=upstream_failed (transitively).
--- Optional, for the task `id` itself (saving reads and a write): `known`, its
--- FINISH_FIELDS values as the caller read them in this script (and, as element 7, the
--- AUDIT_FIELDS values as they will be after `extra` is written), and `extra`, more
--- field/value pairs written with the status.
+-- What finish reads of a task (a caller that read them already passes them: `known`).
 local FINISH_FIELDS = {
     'status', 'execution_id', 'dedup_key', 'plugin_name', 'dependents', 'schema',
 }
@@ -238,6 +230,15 @@ local function dependents_of(tid, t)
     return deps
 end
 
+-- End a task for good.  The caller has validated the transition and taken the task
+-- out of its ready list or stock:delayed (a running task leaves the lease structures
+-- here).  Dependents of a
+-- completed task are released; dependents of a task that did not complete end
+-- `cancelled` with last_error_type=upstream_failed (transitively).
+-- Optional, for the task `id` itself (saving reads and a write): `known`, its
+-- FINISH_FIELDS values as the caller read them in this script (and, as element 7, the
+-- AUDIT_FIELDS values as they will be after `extra` is written), and `extra`, more
+-- field/value pairs written with the status.
 local function finish(id, status, error_type, error_message, retention, known, extra)
     local stack = {{id, status, error_type, error_message}}
     local ended = 0
