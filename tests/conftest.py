@@ -15,7 +15,7 @@ import structlog
 import app.logs
 from app.logs import configure_logging
 from app.queue import TaskQueue
-from app.settings import Settings
+from app.settings import PROXY_ENVIRONMENT, Settings
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +97,13 @@ def cli_env(redis_url: str) -> dict[str, str]:
 @pytest.fixture
 def stockq_cmd() -> list[str]:
     return [sys.executable, "-m", "app.cli"]
+
+
+@pytest.fixture
+def no_ambient_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable from the machine's environment reaches the test."""
+    for name in (*PROXY_ENVIRONMENT, "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -9,23 +9,18 @@ import json
 import os
 import re
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-import app.logs
 from app.api.app import create_app
 from app.api.health import DURATION_BUCKETS, PING_TIMEOUT, escape_label
-from app.logs import configure_logging
 from app.models import TaskSpec
 from app.queue import TaskQueue
 from app.settings import Settings
@@ -39,18 +34,6 @@ Client = TestClient[web.Request, web.Application]
 async def sidecar(settings: Settings) -> AsyncIterator[Client]:
     async with TestClient(TestServer(create_app(settings))) as http:
         yield http
-
-
-@pytest.fixture
-def json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """structlog configured as in production (JSON lines) into a buffer."""
-    saved, was = structlog.get_config(), app.logs._configured
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging(Settings(log_format="json"), force=True)
-    yield buffer
-    structlog.configure(**saved)
-    app.logs._configured = was
 
 
 def events(buffer: io.StringIO, prefix: str) -> list[dict[str, Any]]:

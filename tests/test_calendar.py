@@ -22,7 +22,7 @@ from app.scheduler.calendar import (
     offline_day,
     tushare_fetch,
 )
-from app.settings import PROXY_ENVIRONMENT, Settings
+from app.settings import Settings
 from plugins_bridge.tushare.fake_server import FakeTushare
 from tests.conftest import FakeClock
 
@@ -30,10 +30,7 @@ TOKEN = "cal-s3cret-token-9f8e7d6c5b4a"
 KEY = "stock:calendar:SSE"
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_ENVIRONMENT, "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_proxy")
 
 
 @pytest.fixture

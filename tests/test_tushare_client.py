@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import PROXY_ENVIRONMENT, Settings
+from app.settings import Settings
 from plugins_bridge.errors import ConfigurationError, NetworkError, PluginError, RateLimited
 from plugins_bridge.proxy import proxy_context
 from plugins_bridge.tushare import (
@@ -30,10 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token-0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def _no_ambient_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_ENVIRONMENT, "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_ambient_proxy")
 
 
 @pytest.fixture
