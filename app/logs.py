@@ -2,12 +2,17 @@
 
 JSON lines on stderr when stderr is not a terminal (or ``STOCKQ_LOG_FORMAT=json``), a
 readable console format otherwise.  Every state change logs one fixed event name (the
-catalogue is docs/logging.md); values that look like secrets are redacted.
+catalogue is docs/logging.md).  Values of keys that look like secrets are replaced by
+``***``, and every rendered line — event fields, exception text, tracebacks — goes
+through the settings' :class:`app.redaction.Redactor` (stored secrets, URL passwords).
+Records of the standard library's ``logging`` that reach stderr (last-resort handler,
+root handlers) are redacted the same way.
 
 The worker logs two lines per task, so the JSON path is kept cheap: one processor adds
 the level and the timestamp, redacts, formats an exception and renders (instead of a
-chain of five), the encoder is built once, and :func:`get_logger` binds its logger once
-per configuration instead of at every call.
+chain of five), the encoder is built once, the redactor's search is a few substring
+tests when no secret is in the line, and :func:`get_logger` binds its logger once per
+configuration instead of at every call.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from app.redaction import Redactor, redactor_for
 from app.settings import Settings
 
 _configured = False
@@ -87,9 +93,11 @@ def _fallback(obj: Any) -> Any:
 class JsonLines:
     """The JSON line processor: level, timestamp, redaction, exception text, then
     rendering (structlog's add_log_level, TimeStamper, _redact, format_exc_info and
-    JSONRenderer(ensure_ascii=False) fused; the fields and values are the same)."""
+    JSONRenderer(ensure_ascii=False) fused; the fields and values are the same), and
+    the rendered line through ``redactor``."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor or Redactor()
         self._clock = _UtcClock()
         # what json.dumps(ensure_ascii=False, default=...) builds at every call, built once
         # (without the circular-reference markers: log values are flat)
@@ -105,9 +113,57 @@ class JsonLines:
         if "exc_info" in event:
             event = _format_exc_info(logger, method, event)
         try:
-            return "".join(self._encode(event, 0))
+            line = "".join(self._encode(event, 0))
         except (ValueError, RecursionError):  # e.g. a circular value: checked encoding
-            return json.dumps(event, ensure_ascii=False, default=_fallback)
+            line = json.dumps(event, ensure_ascii=False, default=_fallback)
+        return self._redactor(line)
+
+
+class RedactLine:
+    """The last processor of the console format: the rendered line through the
+    redactor."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+
+    def __call__(self, _: Any, __: str, line: str) -> str:
+        return self._redactor(line)
+
+
+class RedactRecords(logging.Filter):
+    """A filter for the standard library's handlers writing to stderr: the record's
+    message and exception text through the redactor (the record is rewritten: every
+    handler after this one sees the redacted text)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: logging reports it itself
+            return True
+        record.msg, record.args = self.redactor(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+def _filter_stdlib(redactor: Redactor) -> None:
+    """Install :class:`RedactRecords` on the last-resort handler and the root
+    logger's handlers (replacing one installed by an earlier configuration)."""
+    handlers = [*logging.getLogger().handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactRecords)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactRecords(redactor))
 
 
 _file_locks: dict[int, threading.Lock] = {}
@@ -130,6 +186,24 @@ class LineLogger:
     fatal = failure = err = error = critical = exception = msg
 
 
+def write_output(text: str) -> None:
+    """Write text that is not a log line of this process (the output of a worker
+    child, already redacted) to stderr, under the lock of the log lines; characters
+    that were not UTF-8 are written back as the bytes they were (``surrogateescape``)."""
+    if not text:
+        return
+    file = sys.stderr
+    with _file_locks.setdefault(id(file), threading.Lock()):
+        buffer = getattr(file, "buffer", None)
+        if buffer is None:
+            file.write(text)
+            file.flush()
+            return
+        file.flush()
+        buffer.write(text.encode("utf-8", "surrogateescape"))
+        buffer.flush()
+
+
 class LineLoggerFactory:
     def __init__(self, file: Any) -> None:
         self._file = file
@@ -147,9 +221,10 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
+    redactor = redactor_for(settings)
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     if use_json:
-        processors.append(JsonLines())
+        processors.append(JsonLines(redactor))
     else:
         processors += [
             structlog.processors.add_log_level,
@@ -157,7 +232,9 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
             _redact,
             structlog.processors.format_exc_info,
             structlog.dev.ConsoleRenderer(colors=False),
+            RedactLine(redactor),
         ]
+    _filter_stdlib(redactor)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
