@@ -34,6 +34,7 @@ from app.failures import redact
 from app.logs import get_logger
 from app.models import parse_date
 from app.queue import TaskQueue, new_id
+from app.redaction import Redactor
 from app.redis_client import redis_errors
 from plugins_bridge.warehouse import (
     Column,
@@ -76,13 +77,16 @@ def _blank_none(value: Any) -> Any:
     return None if value in ("", None) else value
 
 
-def task_values(raw: str) -> tuple[list[Any], int]:
-    """One outbox row -> (values in TASK_AUDIT column order, version)."""
+def task_values(raw: str, secrets: Redactor | None = None) -> tuple[list[Any], int]:
+    """One outbox row -> (values in TASK_AUDIT column order, version).  The error
+    message is redacted again (``secrets``: the flusher's stored secrets), for rows
+    written by a worker whose settings differ from the flusher's."""
     v = json.loads(raw)
     if not isinstance(v, list) or len(v) != len(TASK_ROW):
         raise ValueError(f"malformed task audit row: {raw[:200]}")
     row = dict(zip(TASK_ROW, v, strict=True))
-    row["error_message"] = redact(str(row["error_message"]))[:2000]
+    message = str(row["error_message"])
+    row["error_message"] = redact(secrets(message) if secrets else message)[:2000]
     for name in ("created_at", "started_at", "duration_ms"):
         row[name] = _blank_none(row[name])
     row["priority"] = row["priority"] or 1
@@ -119,7 +123,8 @@ class AuditFlusher:
     @property
     def _outboxes(self) -> tuple[tuple[str, TableSpec, Callable[[str],
                                                             tuple[list[Any], int]]], ...]:
-        return ((self.keys.audit_tasks, TASK_AUDIT, task_values),
+        return ((self.keys.audit_tasks, TASK_AUDIT,
+                 lambda raw: task_values(raw, self.queue.redact)),
                 (self.keys.audit_executions, EXECUTION_AUDIT, execution_values))
 
     async def hold_lock(self) -> bool:

@@ -48,6 +48,7 @@ from app.queue import (
     log_enqueued,
     new_id,
 )
+from app.redaction import redactor_for
 from app.scripts import map_response_error, script_sha, script_source
 from app.settings import Settings, load_settings
 
@@ -290,7 +291,7 @@ class Producer:
     def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:
         """As :meth:`app.queue.TaskQueue.cancel`."""
         outcome = str(self._run("cancel", [self.keys.task(task_id)],
-                                [task_id, bound_message(reason),
+                                [task_id, bound_message(redactor_for(self.settings)(reason)),
                                  max(1, int(self.settings.retention_seconds))]))
         self.log.info("task.cancelled" if outcome == "cancelled" else "task.cancel_requested",
                       task_id=task_id, reason=reason)

@@ -25,6 +25,7 @@ from app.failures import bound_message, is_retryable
 from app.keys import Keys, fixed_keys
 from app.logs import get_logger
 from app.models import Leased, Task, TaskSpec, TaskStatus, WorkItem
+from app.redaction import redactor_for
 from app.redis_client import redis_errors
 from app.scripts import Scripts
 from app.settings import Settings
@@ -142,6 +143,9 @@ class TaskQueue:
         self._fixed = fixed_keys(self.keys)
         self._scripts = Scripts(client, settings)
         self.log = get_logger("stockq.queue")
+        # every text a caller hands in (a plugin's error, progress message, checkpoint,
+        # result; a cancel reason) passes through it before it is stored
+        self.redact = redactor_for(settings)
 
     async def aclose(self) -> None:
         """Close the script connection (the redis-py client is the caller's)."""
@@ -181,7 +185,7 @@ class TaskQueue:
         ``'cancel_requested'`` for a running one (its supervisor ends it)."""
         outcome = str(
             await self.run(
-                "cancel", [self.keys.task(task_id)], [task_id, bound_message(reason),
+                "cancel", [self.keys.task(task_id)], [task_id, bound_message(self.redact(reason)),
                                                      self._retention]
             )
         )
@@ -244,8 +248,8 @@ class TaskQueue:
         flag = await self.run(
             "progress",
             [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, f"{pct:.2f}", int(records), message[:500],
-             checkpoint],
+            [task.task_id, task.lease_token, f"{pct:.2f}", int(records),
+             self.redact(message)[:500], self.redact(checkpoint)],
         )
         return bool(flag)
 
@@ -256,13 +260,14 @@ class TaskQueue:
         """End the attempt ``completed``.  With ``claim_for`` (a worker id) the same
         round trip claims that worker's next task, which is returned (as
         :meth:`claim_work` does)."""
-        summary = json.dumps(result, ensure_ascii=False, default=str)[:4000] if result else ""
+        summary = self.redact(json.dumps(result, ensure_ascii=False, default=str))[:4000] \
+            if result else ""
         token = new_token()
         _, nxt = await self.run(
             "complete",
             [self.keys.task(task.task_id)],
             [task.task_id, task.lease_token, int(records), summary, self._retention,
-             checkpoint, *self._claim_args(claim_for, token, work=True)],
+             self.redact(checkpoint), *self._claim_args(claim_for, token, work=True)],
         )
         return _work_or_none(nxt, token)
 
@@ -289,7 +294,7 @@ class TaskQueue:
                 task.task_id,
                 task.lease_token,
                 error_type,
-                bound_message(message),
+                bound_message(self.redact(message)),
                 "1" if retry else "0",
                 int(self.settings.retry_base_seconds * 1000),
                 int(self.settings.retry_max_seconds * 1000),
@@ -297,7 +302,7 @@ class TaskQueue:
                 int((retry_after_seconds or 0) * 1000),
                 self._retention,
                 int(records),
-                checkpoint,
+                self.redact(checkpoint),
                 *self._claim_args(claim_for, token, work=True),
             ],
         )
@@ -316,7 +321,7 @@ class TaskQueue:
         """Give a running task back without consuming an attempt."""
         await self.run(
             "requeue", [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, reason, checkpoint],
+            [task.task_id, task.lease_token, self.redact(reason), self.redact(checkpoint)],
         )
 
     async def renew(self, leases: Mapping[str, str]) -> RenewOutcome:

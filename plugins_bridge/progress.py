@@ -18,6 +18,7 @@ from typing import Any
 Reporter = Callable[[dict[str, Any]], None]
 
 _MIN_INTERVAL = 0.05  # seconds between progress messages a child sends
+MESSAGE_SENT = 2000  # characters of a progress message sent (500 are stored)
 
 
 @dataclass(slots=True)
@@ -63,7 +64,9 @@ def report_progress(percent: float, records: int | None = None, message: str = "
     if records is not None:
         msg["records"] = int(records)
     if message:
-        msg["message"] = str(message)[:500]
+        # the supervisor masks secrets, then keeps 500 characters: cut here only far
+        # beyond that, so that a secret across the 500th character is masked whole
+        msg["message"] = str(message)[:MESSAGE_SENT]
     if checkpoint:
         msg["checkpoint"] = checkpoint
     reporter(msg)

@@ -248,8 +248,8 @@ class ScheduleService:
         done = await self.queue.run("record_fire", [
             self.keys.schedule(job.name), self.keys.schedule_history(job.name),
             self.keys.schedule_slot(job.name, int(slot.timestamp())),
-        ], [int(slot.timestamp()), json.dumps(record, ensure_ascii=False), ttl, HISTORY_KEPT,
-            mode])
+        ], [int(slot.timestamp()), self.queue.redact(json.dumps(record, ensure_ascii=False)),
+            ttl, HISTORY_KEPT, mode])
         return int(done) >= 0
 
     # ------------------------------------------------------------ visibility
