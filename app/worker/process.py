@@ -1,14 +1,24 @@
-"""One worker child as the supervisor sees it: start, talk, kill, stop."""
+"""One worker child as the supervisor sees it: start, talk, kill, stop.
+
+A child's stdout and stderr (whatever its plugins print, a crash's traceback, the
+output of the programs they start) come to the supervisor on a pipe of their own and
+are written to the supervisor's stderr line by line after the redactor masked the
+stored secrets in them: a child may run any code, so its output is not trusted to be
+clean.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import signal
 import sys
 from collections import deque
 from typing import Any
 
+from app.logs import write_output
+from app.redaction import Redactor, StreamRedactor
 from app.worker.protocol import FrameBuffer, encode
 
 INTERRUPT = "_interrupt"  # messages the supervisor itself puts in a child's inbox
@@ -78,11 +88,41 @@ class _FrameProtocol(asyncio.Protocol):
             self._inbox.put_nowait(None)
 
 
+class _OutputProtocol(asyncio.Protocol):
+    """The read end of a child's stdout and stderr: redacted, then on to stderr."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._stream = StreamRedactor(redactor)
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.ended = False
+
+    def data_received(self, data: bytes) -> None:
+        write_output(self._stream.feed(self._decoder.decode(data)))
+
+    def eof_received(self) -> bool | None:
+        self._end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            write_output(self._stream.feed(self._decoder.decode(b"", final=True))
+                         + self._stream.close())
+
+
+OUTPUT_LINGER = 1.0  # seconds a dead child's output pipe may still deliver
+
+
 class ChildProcess:
     """A long-lived child in its own session; messages arrive in :attr:`inbox`."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], redactor: Redactor | None = None) -> None:
         self._env = env
+        self._redactor = redactor or Redactor()
+        self._output: asyncio.ReadTransport | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._loop = asyncio.get_running_loop()
         self.inbox = Inbox(self._loop)
@@ -99,6 +139,7 @@ class ChildProcess:
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         r_life, w_life = os.pipe()
+        r_print, w_print = os.pipe()  # the child's stdout and stderr
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "app.worker.child",
@@ -106,15 +147,22 @@ class ChildProcess:
                 pass_fds=(r_in, w_out, r_life),
                 start_new_session=True,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(),
+                stdout=w_print, stderr=w_print,
                 env=self._env,
             )
+        except BaseException:
+            for fd in (w_in, r_out, w_life, r_print):
+                os.close(fd)
+            raise
         finally:
-            for fd in (r_in, w_out, r_life):
+            for fd in (r_in, w_out, r_life, w_print):
                 os.close(fd)
         self._write_fd, self._lifeline_fd = w_in, w_life
         os.set_blocking(w_in, True)
         loop = asyncio.get_running_loop()
+        redactor = self._redactor
+        self._output, _ = await loop.connect_read_pipe(
+            lambda: _OutputProtocol(redactor), os.fdopen(r_print, "rb", 0))
         self._transport, _ = await loop.connect_read_pipe(
             lambda: _FrameProtocol(self.inbox), os.fdopen(r_out, "rb", 0)
         )
@@ -191,3 +239,10 @@ class ChildProcess:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._output is not None:
+            # what the child wrote last may still be in the pipe: let it arrive (the pipe
+            # ends when the child's group is gone); close it later in any case (a process
+            # the plugin detached from the group may hold it open)
+            if not self._output.is_closing():
+                self._loop.call_later(OUTPUT_LINGER, self._output.close)
+            self._output = None

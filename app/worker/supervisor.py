@@ -101,7 +101,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ children
     async def _spawn(self) -> ChildProcess:
-        child = await ChildProcess(self._env).start()
+        child = await ChildProcess(self._env, self.queue.redact).start()
         log.info("worker.spawned", worker=self.worker_id, pid=child.pid)
         return child
 
