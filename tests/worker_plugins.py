@@ -140,4 +140,71 @@ class Quick(Plugin):
         return success(1)
 
 
-PLUGINS = [Sleeper(), Flaky(), EnvDump(), Stepper(), Dates(), Crasher(), BadParams(), Quick()]
+def leaked_text() -> str:
+    """Text holding every secret this child can see: the TuShare and API tokens, the
+    proxy URL (as ``proxy_context`` sets it while a plugin runs), the proxy password
+    decoded, the ClickHouse password, and someone else's URL with a password."""
+    from urllib.parse import unquote, urlsplit
+
+    proxy = os.environ.get("HTTPS_PROXY", "")
+    clickhouse = os.environ.get("STOCKQ_CLICKHOUSE_URL", "")
+    return (f"TuShare refused token {os.environ.get('STOCKQ_TUSHARE_TOKEN', '')} "
+            f"(Authorization: Bearer {os.environ.get('STOCKQ_API_TOKEN', '')}) "
+            f"via {proxy} password={unquote(urlsplit(proxy).password or '')}; "
+            f"ClickHouse pw {urlsplit(clickhouse).password or ''}; "
+            "mirror https://alice:opensesame@db.example/x")
+
+
+class Leaky(Plugin):
+    """A plugin whose texts hold the stored secrets (:func:`leaked_text`), by ``mode``:
+    ``raise`` (RuntimeError, retried), ``config`` (ConfigurationError), ``return`` (a
+    failed result), ``dates`` (fails on the second trade date), ``ok`` (progress
+    message, checkpoint, result steps and message), ``print`` (stdout, stderr, a
+    subprocess, stockq's logger, the logging module, a traceback)."""
+
+    name = "leaky"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        text = leaked_text()
+        mode = params.get("mode")
+        if mode == "raise":
+            raise RuntimeError(text)
+        if mode == "config":
+            from plugins_bridge.errors import ConfigurationError
+
+            raise ConfigurationError(text)
+        if mode == "return":
+            return failure(text, steps={"fetch": {"error": text}})
+        if mode == "dates":
+            if params["trade_date"] != min(current_task().trade_dates):  # type: ignore[union-attr]
+                raise RuntimeError(text)
+            return success(1)
+        if mode == "ok":
+            # the token straddles the 500th character, where a stored message is cut
+            report_progress(50, records=1, message="x" * 468 + text, checkpoint=text)
+            time.sleep(0.6)  # the supervisor writes progress every 0.25 s
+            return {"status": "success", "message": text,
+                    "steps": {"load": {"total_records": 1}, "fetch": {"error": text}}}
+        if mode == "print":
+            import logging
+            import sys
+            import traceback
+
+            from app.logs import get_logger
+
+            print(text, flush=True)
+            print(text, file=sys.stderr, flush=True)
+            os.write(1, (text + "\n").encode())
+            subprocess.run(["echo", text], check=True)
+            get_logger("plugin.leaky").warning("plugin.note", detail=text, items=[text])
+            logging.getLogger("plugin.leaky").error("stdlib: %s", text)
+            try:
+                raise RuntimeError(text)
+            except RuntimeError:
+                traceback.print_exc()
+            return success(1)
+        raise ValueError(f"unknown mode {mode!r}")
+
+
+PLUGINS = [Sleeper(), Flaky(), EnvDump(), Stepper(), Dates(), Crasher(), BadParams(), Quick(),
+           Leaky()]
