@@ -4,7 +4,15 @@
 #
 #   docker build -t stockq .
 #   docker run --init -p 8080:8080 -v stockq-data:/var/lib/stockq \
-#       -e STOCKQ_REDIS_URL=redis://redis-host:6379/0 stockq
+#       -e STOCKQ_REDIS_URL=redis://redis-host:6379/0 \
+#       -e STOCKQ_API_TOKEN=$(openssl rand -hex 32) stockq
+#
+# The sidecar listens on 0.0.0.0 in the container (STOCKQ_API_HOST below), so it needs a
+# bearer token: without STOCKQ_API_TOKEN (or with a placeholder or a token shorter than
+# 16 characters) `stockq run` and `stockq api` refuse to start, exit status 5, with one
+# line saying so.  Clients send it as `Authorization: Bearer <token>` (/health and
+# /metrics need none): to call /api/v1 from outside, generate the token once, keep it,
+# and pass that value with -e STOCKQ_API_TOKEN=... (or --env-file).
 #
 # Run it with an init (`--init`, compose `init: true`): plugins may start processes of
 # their own, and an init reaps the ones orphaned by a killed task.

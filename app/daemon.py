@@ -8,6 +8,8 @@ import signal
 from aiohttp import web
 
 from app.api.app import create_app
+from app.api.protocol import SidecarRunner
+from app.api.security import BIND_HOST, check_exposure, exposed
 from app.audit import FlusherHandle
 from app.errors import ConfigError
 from app.logs import get_logger
@@ -25,9 +27,14 @@ log = get_logger("stockq.daemon")
 
 async def start_api(settings: Settings, host: str, port: int, *,
                     registry: PluginRegistry | None = None,
-                    warehouse: Warehouse | None = None) -> web.AppRunner:
+                    warehouse: Warehouse | None = None,
+                    insecure_no_auth: bool = False) -> web.AppRunner:
+    """Serve the sidecar on ``host:port``.  Beyond loopback without a token only with
+    ``insecure_no_auth`` (ConfigError otherwise, before anything is bound)."""
+    check_exposure(host, settings.api_token, insecure_no_auth=insecure_no_auth)
     app = create_app(settings, registry=registry, warehouse=warehouse)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app[BIND_HOST] = host
+    runner = SidecarRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -36,17 +43,23 @@ async def start_api(settings: Settings, host: str, port: int, *,
         raise ConfigError(f"the sidecar cannot listen on {host}:{port}: {exc.strerror or exc}"
                           " (set --port or STOCKQ_API_PORT)") from None
     log.info("api.started", host=host, port=port, auth=bool(settings.api_token))
+    if exposed(host, settings.api_token):
+        log.warning("api.insecure_no_auth", host=host, port=port,
+                    hint="anyone who reaches this port can submit, cancel and retry tasks; "
+                         "set STOCKQ_API_TOKEN or bind 127.0.0.1")
     return runner
 
 
-async def serve_api(settings: Settings, host: str, port: int) -> int:
+async def serve_api(settings: Settings, host: str, port: int, *,
+                    insecure_no_auth: bool = False) -> int:
     """``stockq api``: serve until SIGTERM/SIGINT, then stop cleanly (exit 0).  It opens
     a ClickHouse server for ``/api/v1/query`` when one is configured (never the
     embedded engine, which belongs to ``stockq run``)."""
     scrub_proxy_environment()
     warehouse = open_warehouse(settings, embedded_allowed=False)
     try:
-        runner = await start_api(settings, host, port, warehouse=warehouse)
+        runner = await start_api(settings, host, port, warehouse=warehouse,
+                                 insecure_no_auth=insecure_no_auth)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,7 +76,7 @@ async def serve_api(settings: Settings, host: str, port: int) -> int:
 
 
 async def run_all(settings: Settings, options: PoolOptions, *, api: bool, scheduler: bool,
-                  host: str, port: int) -> int:
+                  host: str, port: int, insecure_no_auth: bool = False) -> int:
     """``stockq run``: the sidecar, the scheduler and one worker pool in this process.
 
     One signal path: the first SIGTERM/SIGINT stops the scheduler from firing and drains
@@ -94,7 +107,8 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             runner = await start_api(settings, host, port, registry=registry,
-                                     warehouse=warehouse) if api else None
+                                     warehouse=warehouse,
+                                     insecure_no_auth=insecure_no_auth) if api else None
             if sched is not None:
                 await sched.start()
             if warehouse is not None:

@@ -25,13 +25,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
 
 
+def _checked_host(args: argparse.Namespace, settings: Settings) -> str:
+    """The sidecar's bind address, once it is known to be allowed (ConfigError, exit 5,
+    before anything starts: beyond loopback only with a token or --insecure-no-auth; a
+    token must be a real secret)."""
+    from app.api.security import check_exposure
+
+    host: str = settings.api_host if args.host is None else args.host
+    check_exposure(host, settings.api_token, insecure_no_auth=args.insecure_no_auth)
+    return host
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from app.daemon import serve_api
 
     settings = load_settings()
+    host = _checked_host(args, settings)
     configure_logging(settings)
-    return asyncio.run(serve_api(settings, args.host or settings.api_host,
-                                 args.port or settings.api_port))
+    return asyncio.run(serve_api(settings, host, args.port or settings.api_port,
+                                 insecure_no_auth=args.insecure_no_auth))
 
 
 def _positive_int(text: str) -> int:
@@ -61,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.worker.supervisor import PoolOptions
 
     settings = load_settings()
+    host = settings.api_host if args.no_api else _checked_host(args, settings)
     configure_logging(settings)
     fake = None
     if args.demo:
@@ -74,8 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_all(settings, options, api=not args.no_api,
                                    scheduler=not args.no_scheduler,
-                                   host=args.host or settings.api_host,
-                                   port=args.port or settings.api_port))
+                                   host=host, port=args.port or settings.api_port,
+                                   insecure_no_auth=args.insecure_no_auth))
     finally:
         if fake is not None:
             fake.stop()
@@ -152,6 +165,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser("api", help="run the HTTP sidecar")
     p.add_argument("--host", help="bind address (default STOCKQ_API_HOST or 127.0.0.1)")
     p.add_argument("--port", type=_positive_int, help="port (default STOCKQ_API_PORT or 8080)")
+    _insecure_flag(p)
     p.set_defaults(sync_func=cmd_api)
 
     p = sub.add_parser("run", help="run the all-in-one daemon (sidecar, scheduler, worker pool)")
@@ -162,4 +176,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--no-scheduler", action="store_true", help="run without the scheduler")
     p.add_argument("--demo", action="store_true",
                    help="use the bundled fake TuShare server (offline, deterministic data)")
+    _insecure_flag(p)
     p.set_defaults(sync_func=cmd_run)
+
+
+def _insecure_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="let the sidecar listen beyond loopback without STOCKQ_API_TOKEN "
+                        "(anyone who reaches the port can submit and cancel tasks)")
