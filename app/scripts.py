@@ -25,6 +25,7 @@ from app.errors import (
     NotFound,
     StaleLease,
     StockqError,
+    TaskNotFound,
 )
 from app.keys import lua_prelude
 from app.redis_client import redis_errors
@@ -112,10 +113,19 @@ def script_source(name: str) -> str:
     return f"{prelude}\n{body}"
 
 
+class MissingTask(TaskNotFound):
+    """A transition script's ``not_found``: the scripts look up tasks only, so it is
+    ``task_not_found`` (the message is the script's own)."""
+
+    def __init__(self, message: str) -> None:
+        NotFound.__init__(self, message)
+        self.task_id = ""
+
+
 _CODES: dict[str, type[StockqError]] = {
     "illegal_transition": IllegalTransition,
     "stale_lease": StaleLease,
-    "not_found": NotFound,
+    "not_found": MissingTask,
     "conflict": Conflict,
 }
 

@@ -139,8 +139,10 @@ async def test_cancel_and_retry_task(api: TestClient[Any, Any], worker: TaskQueu
                                               409, "illegal_transition")
     await fails(api, "POST", f"{V1}/tasks/{done_id}/retry", 409, "illegal_transition")
 
-    await fails(api, "POST", f"{V1}/tasks/nope/cancel", 404, "not_found")
-    await fails(api, "POST", f"{V1}/tasks/nope/retry", 404, "not_found")
+    for action in ("cancel", "retry"):
+        message = await fails(api, "POST", f"{V1}/tasks/nope/{action}", 404,
+                              "task_not_found")
+        assert "'nope'" in message
 
 
 async def test_retry_failed_task(api: TestClient[Any, Any], worker: TaskQueue) -> None:
