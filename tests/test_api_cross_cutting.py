@@ -25,13 +25,13 @@ from tests.redis_server import RedisServer
 
 # ------------------------------------------------------------------ auth, CORS, log
 async def test_auth_required_when_token_set(settings: Settings, store: redis.Redis) -> None:
-    token = "s3cret-token"
+    token = "s3cret-token-0123456789abcdef"
     good = {"Authorization": f"Bearer {token}"}
     async with serve(Settings(redis_url=settings.redis_url, api_token=token)) as client:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token},
-                        {"Authorization": f"bearer {token}"},
                         {"Authorization": f"Bearer {token}x"},
-                        {"Authorization": f"Bearer  {token}"},
+                        {"Authorization": f"Bearer {token[:-1]}"},
+                        {"Authorization": f"Bearer\t{token}"},
                         {"Authorization": f"Basic {token}"}):
             for method, path in (("GET", f"{V1}/plugins"), ("GET", f"{V1}/tasks"),
                                  ("GET", f"{V1}/tasks/x"), ("POST", f"{V1}/tasks/x/cancel"),
@@ -49,6 +49,9 @@ async def test_auth_required_when_token_set(settings: Settings, store: redis.Red
         assert store.dbsize() == 0
 
         await ok(client, "GET", f"{V1}/plugins", headers=good)
+        for scheme in ("bearer", "BEARER", "Bearer "):  # RFC 7235: any case, 1*SP
+            await ok(client, "GET", f"{V1}/plugins",
+                     headers={"Authorization": f"{scheme} {token}"})
         task = await ok(client, "POST", f"{V1}/tasks", 202, json={"plugin_name": "prices"},
                         headers=good)
         await ok(client, "GET", f"{V1}/tasks/{task['task_id']}", headers=good)
@@ -70,9 +73,9 @@ async def test_cors_only_when_configured(settings: Settings) -> None:
         await fails(client, "OPTIONS", f"{V1}/tasks", 405, "method_not_allowed",
                     headers={**origin, "Access-Control-Request-Method": "POST"})
 
-    configured = Settings(redis_url=settings.redis_url, api_token="tok",
+    configured = Settings(redis_url=settings.redis_url, api_token="tok-0123456789abcdef",
                           api_cors_origins=("https://ui.example",))
-    auth = {"Authorization": "Bearer tok"}
+    auth = {"Authorization": "Bearer tok-0123456789abcdef"}
     async with serve(configured) as client:
         async with client.options(f"{V1}/tasks", headers={
                 **origin, "Access-Control-Request-Method": "POST",
@@ -112,7 +115,8 @@ async def test_access_log_and_request_id(api: TestClient[Any, Any],
         assert resp.status == 404
         generated = resp.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
-    async with api.post(f"{V1}/tasks", data=b"nope", headers={"X-Request-ID": "r2"}) as resp:
+    async with api.post(f"{V1}/tasks", data=b"nope", headers={
+            "X-Request-ID": "r2", "Content-Type": "application/json"}) as resp:
         assert resp.status == 400 and resp.headers["X-Request-ID"] == "r2"
     async with api.get("/openapi.json", headers={"X-Request-ID": "r" * 100}) as resp:
         assert resp.headers["X-Request-ID"] == "r" * 64  # bounded

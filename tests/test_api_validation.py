@@ -90,17 +90,25 @@ async def test_body_size_limit(settings: Settings, store: redis.Redis) -> None:
     def stream(body: Any) -> io.BytesIO:  # large bodies: aiohttp wants a file object
         return io.BytesIO(json.dumps(body).encode())
 
+    typed = {"Content-Type": "application/json"}
     async with serve(settings) as client:  # the default: 1 MiB
         await fails(client, "POST", f"{V1}/tasks", 413, "body_too_large", data=stream(
-            {"plugin_name": "prices", "params": {"pad": "x" * (1024 * 1024)}}))
+            {"plugin_name": "prices", "params": {"pad": "x" * (1024 * 1024)}}), headers=typed)
         big = await ok(client, "POST", f"{V1}/tasks", 202, data=stream(
-            {"plugin_name": "prices", "params": {"pad": "y" * (1024 * 1024 - 1000)}}))
+            {"plugin_name": "prices", "params": {"pad": "y" * (1024 * 1024 - 1000)}}),
+            headers=typed)
         assert big["created"] is True
 
 
 async def test_execution_non_json(api: TestClient[Any, Any]) -> None:
-    await fails(api, "POST", f"{V1}/executions", 400, "invalid_input", data=b"{plugins}")
-    await fails(api, "POST", f"{V1}/executions", 400, "invalid_input", data=b"")
+    typed = {"Content-Type": "application/json"}
+    await fails(api, "POST", f"{V1}/executions", 400, "invalid_input", data=b"{plugins}",
+                headers=typed)
+    await fails(api, "POST", f"{V1}/executions", 400, "invalid_input", data=b"",
+                headers=typed)
+    # the same bodies sent untyped are refused before they are read
+    await fails(api, "POST", f"{V1}/executions", 415, "unsupported_media_type",
+                data=b"{plugins}")
 
 
 # ------------------------------------------------------------------ fuzz

@@ -9,8 +9,11 @@ from app.api.models import ERROR
 from app.api.schema import Model
 
 _STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Invalid input", 401: "Missing or wrong "
-                "bearer token", 404: "Not found", 409: "Not possible in the current state",
-                413: "Request body too large", 502: "ClickHouse failed the statement",
+                "bearer token", 403: "Cross-origin request refused (Origin neither this "
+                "sidecar nor in STOCKQ_API_CORS_ORIGINS)", 404: "Not found",
+                409: "Not possible in the current state", 413: "Request body too large",
+                415: "Body not sent as Content-Type: application/json",
+                502: "ClickHouse failed the statement",
                 503: "Redis (or, for ClickHouse routes, ClickHouse) unavailable"}
 
 
@@ -63,7 +66,8 @@ def document(routes: Any) -> dict[str, Any]:
                  "description": "Submit, query, cancel and retry stockq tasks and executions. "
                                 'Errors are {"error": {"code", "message"}}. When '
                                 "STOCKQ_API_TOKEN is set, /api/v1 needs `Authorization: "
-                                "Bearer <token>`."},
+                                "Bearer <token>`. Changes (POST) take JSON bodies only and "
+                                "are refused from another site's Origin."},
         "paths": paths,
         "components": {
             "schemas": schemas,
