@@ -38,3 +38,20 @@ def test_every_metric_is_documented() -> None:
     assert "stockq_task_duration_seconds" in names and len(names) > 5
     doc = ROOT.joinpath("docs/api.md").read_text(encoding="utf-8")
     assert sorted(n for n in names if n not in doc) == []
+
+
+def test_every_curl_post_sends_json() -> None:
+    """The sidecar refuses changes with a form or text body (415): every curl example
+    that POSTs must say it sends JSON."""
+    files = [ROOT / "README.md", *sorted(ROOT.joinpath("docs").glob("*.md"))]
+    posts = []
+    for path in files:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            command = line[line.find("curl "):] if "curl " in line else ""
+            if re.search(r"-X\s*POST|\s(-d|--data\S*)\s", command):
+                posts.append((path.name, command))
+    assert len(posts) >= 3
+    missing = [(name, cmd) for name, cmd in posts
+               if not re.search(r"-H\s+['\"]Content-Type: application/json['\"]", cmd)]
+    assert missing == []
