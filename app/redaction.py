@@ -44,9 +44,9 @@ MIN_SECRET_LENGTH = 6
 # settings whose whole value is a secret
 _SECRET_NAME = re.compile(r"(?i)token|password|passwd|secret|api_key")
 # scheme://user:password@ — the password is everything up to the last @ of the
-# authority (as urllib reads it); a '/', a quote, '<', '>' or white space ends it
-_URL_PASSWORD = re.compile(
-    r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\"'<>]*:)([^\s/\"'<>]+)(@)")
+# authority (as urllib reads it); a '/', a quote, '<', '>' or white space ends it.  The
+# match starts at "://" (a literal the engine searches for fast; the scheme stays)
+_URL_PASSWORD = re.compile(r"(://[^\s:/@\"'<>]*:)([^\s/\"'<>]+)(@)")
 _QUERY_PASSWORD = re.compile(r"(?i)(?:^|[?&;])password=([^&#\s]*)")
 
 
