@@ -129,6 +129,20 @@ class QueryError(StockqError):
     http_status = 400
 
 
+class QueryTimeout(QueryError):
+    """A query ran past its time limit and was stopped."""
+
+    code = "query_timeout"
+    http_status = 504
+
+
+class QueryBusy(StockqError):
+    """Every query session is taken and none came free within the query's deadline."""
+
+    code = "query_busy"
+    http_status = 503
+
+
 class IllegalTransition(StockqError):
     """The task is not in a state that allows the requested change."""
 

@@ -120,8 +120,12 @@ class Settings:
     tushare_timeout: float = 30.0
     # ClickHouse (plugins_bridge.warehouse)
     clickhouse_url: str = field(default="", repr=False)  # may hold a password
+    # POST /api/v1/query (app.query_sandbox): a read-only user's server URL, limits
+    clickhouse_query_url: str = field(default="", repr=False)  # may hold a password
     query_max_rows: int = 10_000
+    query_max_bytes: int = 64 * 1024 * 1024  # of the result
     query_timeout: float = 30.0
+    query_concurrency: int = 2  # queries running at once; each has a session of its own
     audit_max_rows: int = 1_000_000  # per outbox list, while ClickHouse is unreachable
     # scheduler
     timezone: str = "Asia/Shanghai"
@@ -134,8 +138,9 @@ class Settings:
     def no_proxy_hosts(self) -> tuple[str, ...]:
         """Hosts that never go through the proxy: Redis (and ClickHouse) plus extras."""
         hosts = [urlsplit(self.redis_url).hostname or ""]
-        if self.clickhouse_url and not self.clickhouse_url.startswith("chdb:"):
-            hosts.append(urlsplit(self.clickhouse_url).hostname or "")
+        for url in (self.clickhouse_url, self.clickhouse_query_url):
+            if url and not url.startswith("chdb:"):
+                hosts.append(urlsplit(url).hostname or "")
         return tuple(h for h in dict.fromkeys([*hosts, *self.no_proxy]) if h)
 
     @property
@@ -166,7 +171,9 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("api_max_body", "STOCKQ_API_MAX_BODY", int, 1024),
     ("tushare_timeout", "STOCKQ_TUSHARE_TIMEOUT", float, 0.1),
     ("query_max_rows", "STOCKQ_QUERY_MAX_ROWS", int, 1),
+    ("query_max_bytes", "STOCKQ_QUERY_MAX_BYTES", int, 1024),
     ("query_timeout", "STOCKQ_QUERY_TIMEOUT", float, 0.1),
+    ("query_concurrency", "STOCKQ_QUERY_CONCURRENCY", int, 1),
     ("audit_max_rows", "STOCKQ_AUDIT_MAX_ROWS", int, 100),
     ("schedule_grace_seconds", "STOCKQ_SCHEDULE_GRACE_SECONDS", float, 1),
 )
@@ -255,6 +262,12 @@ def _data_source_values(env: Mapping[str, str]) -> dict[str, object]:
             raise ConfigError(f"STOCKQ_CLICKHOUSE_URL={redact_url(ch)!r} must be a server URL "
                               "(http://host:8123) or chdb:///abs/path")
         values["clickhouse_url"] = ch
+    reader = env.get("STOCKQ_CLICKHOUSE_QUERY_URL", "").strip()
+    if reader:
+        if urlsplit(reader).scheme not in {"http", "https", "clickhouse"}:
+            raise ConfigError(f"STOCKQ_CLICKHOUSE_QUERY_URL={redact_url(reader)!r} must be "
+                              "the server URL of a read-only user (http://reader@host:8123)")
+        values["clickhouse_query_url"] = reader
     token = env.get("STOCKQ_TUSHARE_TOKEN") or env.get("TUSHARE_TOKEN") or ""
     if token.strip():
         values["tushare_token"] = token.strip()

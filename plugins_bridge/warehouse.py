@@ -8,8 +8,9 @@ re-run of the same dates replaces rows instead of duplicating them (queries with
 
 Rows travel from a worker child to its supervisor as JSON (dates as ``YYYY-MM-DD`` or
 ``YYYYMMDD`` strings); :meth:`TableSpec.convert` turns them into the column types before
-the insert.  Only the supervisor (and the sidecar, for read-only queries) holds a
-:class:`Warehouse`; a child never does.
+the insert.  Only the supervisor (and the sidecar, for the audit history and its health
+check) holds a :class:`Warehouse`; a child never does.  Operators' queries never run on
+it: ``app.query_sandbox`` gives them read-only sessions of their own.
 
 ``STOCKQ_CLICKHOUSE_URL`` is a server (``http(s)://user:password@host:8123/database``) or
 the embedded engine (``chdb:///abs/path``, from the ``chdb-core`` package).  Unset, it is
@@ -29,19 +30,12 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from app.errors import (
-    ConfigError,
-    QueryError,
-    ReadOnlyViolation,
-    StockqError,
-    WarehouseError,
-    WarehouseUnavailable,
-)
+from app.errors import ConfigError, StockqError, WarehouseError, WarehouseUnavailable
 from app.logs import get_logger
 from app.settings import Settings, redact_url
 
-__all__ = ["Column", "QueryError", "ReadOnlyViolation", "TableSpec", "Warehouse",
-           "WarehouseError", "WarehouseUnavailable", "open_warehouse", "warehouse_url"]
+__all__ = ["Column", "TableSpec", "Warehouse", "WarehouseError", "WarehouseUnavailable",
+           "jsonable", "open_warehouse", "short_error", "warehouse_url"]
 
 log = get_logger("stockq.warehouse")
 
@@ -49,7 +43,6 @@ T = TypeVar("T")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPES = re.compile(
     r"^(Nullable\()?(String|Date|DateTime64\(3\)|Float64|Int64|UInt8|UInt32|UInt64)\)?$")
-READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +183,11 @@ class Warehouse:
     """One clickhouse-connect client, used from one thread (chdb is not thread-safe;
     a server client is cheap to serialise at this volume)."""
 
-    def __init__(self, url: str, *, query_max_rows: int = 10_000,
-                 query_timeout: float = 30.0) -> None:
+    def __init__(self, url: str) -> None:
         import clickhouse_connect
 
         self.url = url
         self.embedded = is_embedded(url)
-        self.query_max_rows = query_max_rows
-        self.query_timeout = query_timeout
         self._created: set[str] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
         if self.embedded and not url.split("://", 1)[1].startswith("/"):
@@ -229,7 +219,7 @@ class Warehouse:
                 self._client = self._connect()
             except Exception as exc:
                 raise WarehouseUnavailable(f"ClickHouse at {redact_url(self.url)} cannot be "
-                                           f"opened: {_short(exc)}") from None
+                                           f"opened: {short_error(exc)}") from None
         return self._client
 
     @property
@@ -285,34 +275,20 @@ class Warehouse:
         """stockq's own parameterised SELECT (server-side binding): rows as dicts."""
         result = self._guard("query", sql, parameters=parameters)
         names = list(result.column_names)
-        return [{n: _jsonable(v) for n, v in zip(names, row, strict=True)}
+        return [{n: jsonable(v) for n, v in zip(names, row, strict=True)}
                 for row in result.result_rows]
 
-    def query(self, sql: str, *, max_rows: int | None = None) -> dict[str, Any]:
-        """A read-only statement (ClickHouse's ``readonly=2``: no writes, no DDL), with
-        a row limit and a time limit."""
-        text = sql.strip().rstrip(";").strip()
-        if not text or text.split(None, 1)[0].lower() not in READ_ONLY_PREFIXES:
-            raise ReadOnlyViolation("only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS "
-                                    "statements are allowed")
-        if not single_statement(text):
-            raise ReadOnlyViolation("one statement at a time: remove the ';' between "
-                                    "statements")
-        limit = min(max_rows or self.query_max_rows, self.query_max_rows)
-        client = self._session()
-        try:
-            result = client.query(text, settings={
-                "readonly": 2, "max_result_rows": limit, "result_overflow_mode": "throw",
-                "max_execution_time": self.query_timeout})
-        except Exception as exc:
-            message = _short(exc)
-            self._reconnect()
-            if "READONLY" in message:
-                raise ReadOnlyViolation(f"ClickHouse refused a write: {message}") from None
-            raise QueryError(f"ClickHouse: {message}") from None
+    def fetch(self, sql: str) -> dict[str, Any]:
+        """stockq's own statement (never an operator's: those go through
+        :mod:`app.query_sandbox`): columns, types and rows as JSON values."""
+        result = self._guard("query", sql)
         return {"columns": list(result.column_names),
                 "types": [t.name for t in result.column_types],
-                "rows": [[_jsonable(v) for v in row] for row in result.result_rows]}
+                "rows": [[jsonable(v) for v in row] for row in result.result_rows]}
+
+    def ping(self) -> None:
+        """``SELECT 1`` on the warehouse's own session (the health check)."""
+        self._guard("query", "SELECT 1")
 
     def _guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.method(*args, **kwargs)``; failures become WarehouseError."""
@@ -323,7 +299,7 @@ class Warehouse:
             raise
         except Exception as exc:
             self._reconnect()
-            raise WarehouseError(f"ClickHouse: {_short(exc)}") from None
+            raise WarehouseError(f"ClickHouse: {short_error(exc)}") from None
 
     def _reconnect(self) -> None:
         """After a failed statement the embedded engine's result stream may still hold
@@ -338,32 +314,7 @@ class Warehouse:
         self._client = None
 
 
-def single_statement(sql: str) -> bool:
-    """No ';' outside quotes and comments (the embedded engine runs every statement of
-    a multi-statement text, and its session is out of step afterwards)."""
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in "'\"`":
-            i += 1
-            while i < n and sql[i] != ch:
-                i += 2 if sql[i] == "\\" else 1
-        elif sql.startswith("--", i):
-            i = sql.find("\n", i)
-            if i < 0:
-                return True
-        elif sql.startswith("/*", i):
-            i = sql.find("*/", i + 2)
-            if i < 0:
-                return True
-            i += 1
-        elif ch == ";":
-            return False
-        i += 1
-    return True
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -373,11 +324,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] or type(exc).__name__
 
@@ -399,5 +350,4 @@ def open_warehouse(settings: Settings, *, embedded_allowed: bool) -> Warehouse |
             "stockq worker, scheduler and api as separate processes")
     if not url and not embedded_allowed:
         return None
-    return Warehouse(warehouse_url(settings), query_max_rows=settings.query_max_rows,
-                     query_timeout=settings.query_timeout)
+    return Warehouse(warehouse_url(settings))

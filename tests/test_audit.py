@@ -44,7 +44,7 @@ async def flusher(queue: TaskQueue, warehouse: Warehouse) -> AsyncIterator[Audit
 
 
 async def rows(warehouse: Warehouse, sql: str = BY_ATTEMPT) -> list[list[Any]]:
-    return list((await warehouse.run(warehouse.query, sql))["rows"])
+    return list((await warehouse.run(warehouse.fetch, sql))["rows"])
 
 
 def spec(**kw: Any) -> TaskSpec:
@@ -230,8 +230,8 @@ def test_a_flusher_killed_between_insert_and_acknowledgement_duplicates_nothing(
     assert r.llen("stock:audit:tasks") == 0
     wh = Warehouse(url)
     try:
-        assert wh.query("SELECT count() FROM stockq_task_audit")["rows"] == [[10]]  # sent twice
-        assert wh.query("SELECT count(), uniqExact(task_id, attempt) FROM stockq_task_audit "
+        assert wh.fetch("SELECT count() FROM stockq_task_audit")["rows"] == [[10]]  # sent twice
+        assert wh.fetch("SELECT count(), uniqExact(task_id, attempt) FROM stockq_task_audit "
                         "FINAL")["rows"] == [[5, 5]]
     finally:
         wh.close()

@@ -50,7 +50,7 @@ def daily_dates(fake: FakeTushare) -> list[str]:
 
 
 def loaded(wh: Warehouse) -> list[str]:
-    rows = wh.query("SELECT DISTINCT toString(trade_date) FROM ods_daily FINAL ORDER BY 1")
+    rows = wh.fetch("SELECT DISTINCT toString(trade_date) FROM ods_daily FINAL ORDER BY 1")
     return [r[0] for r in rows["rows"]]
 
 
@@ -90,7 +90,7 @@ def test_full_loads_the_history_by_day(env: tuple[FakeTushare, Warehouse]) -> No
     assert daily_dates(fake)[0] == "20261125" and len(daily_dates(fake)) >= 3
     assert result["steps"]["load"]["total_records"] == 20 * len(daily_dates(fake))
     result, _ = run(TradeCalendar(), "full")
-    calendar = wh.query("SELECT min(cal_date), count() FROM ods_trade_calendar FINAL")
+    calendar = wh.fetch("SELECT min(cal_date), count() FROM ods_trade_calendar FINAL")
     assert calendar["rows"][0][0] == "1990-12-19" and calendar["rows"][0][1] > 12_000
 
 
@@ -101,4 +101,4 @@ def test_the_stock_list_loads_once_whatever_the_dates(env: tuple[FakeTushare, Wa
     assert result["steps"]["load"]["total_records"] == 20
     assert [p["list_status"] for api, p in fake.calls if api == "stock_basic"] == \
         ["L", "D", "P"]
-    assert wh.query("SELECT count() FROM ods_stock_basic FINAL")["rows"] == [[20]]
+    assert wh.fetch("SELECT count() FROM ods_stock_basic FINAL")["rows"] == [[20]]

@@ -52,7 +52,7 @@ class Pool:
         self.registry = registry
 
     async def sql(self, text: str) -> list[list[Any]]:
-        result = await self.warehouse.run(self.warehouse.query, text)
+        result = await self.warehouse.run(self.warehouse.fetch, text)
         return list(result["rows"])
 
     async def submit(self, plugin: str, **fields: Any) -> str:

@@ -1,5 +1,5 @@
-"""The warehouse over the embedded ClickHouse (chdb): tables, idempotent loads, the
-read-only query path, and who may open the embedded engine; the shared quota."""
+"""The warehouse over the embedded ClickHouse (chdb): tables, idempotent loads, its own
+reads, and who may open the embedded engine; the shared quota."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from app.settings import Settings
 from plugins_bridge.tushare.datasets import DAILY, DAILY_BASIC
 from plugins_bridge.warehouse import (
     Column,
-    QueryError,
-    ReadOnlyViolation,
     TableSpec,
     Warehouse,
     WarehouseError,
@@ -30,7 +28,7 @@ from plugins_bridge.warehouse import (
 
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Iterator[Warehouse]:
-    wh = Warehouse(f"chdb://{tmp_path / 'ch'}", query_max_rows=100, query_timeout=2)
+    wh = Warehouse(f"chdb://{tmp_path / 'ch'}")
     yield wh
     wh.close()  # one embedded path per process at a time
 
@@ -74,38 +72,25 @@ def test_a_reload_replaces_rows_instead_of_duplicating(warehouse: Warehouse) -> 
     rows = [bar("000001.SZ", "20260105", 10), bar("000002.SZ", "20260105", 20)]
     assert warehouse.insert(DAILY, rows) == 2
     assert warehouse.insert(DAILY, [bar("000001.SZ", "20260105", 11)]) == 1
-    final = warehouse.query("SELECT ts_code, close FROM ods_daily FINAL ORDER BY ts_code")
+    final = warehouse.fetch("SELECT ts_code, close FROM ods_daily FINAL ORDER BY ts_code")
     assert final["rows"] == [["000001.SZ", 11.0], ["000002.SZ", 20.0]]
     assert warehouse.last_loaded(DAILY) == "20260105"
 
 
-def test_the_query_path_is_read_only_and_bounded(warehouse: Warehouse) -> None:
+def test_fetch_reads_rows_as_json_values(warehouse: Warehouse) -> None:
+    """stockq's own reads (the audit history, doctor, tests); operators' statements go
+    through the query sandbox (tests/test_query_sandbox.py)."""
     warehouse.insert(DAILY_BASIC, [["000001.SZ", "2026-01-05", 1.0, None, None, None, None,
                                     None, None]])
-    result = warehouse.query("SELECT ts_code, trade_date, pe FROM ods_daily_basic")
+    result = warehouse.fetch("SELECT ts_code, trade_date, pe FROM ods_daily_basic")
     assert result == {"columns": ["ts_code", "trade_date", "pe"],
                       "types": ["String", "Date", "Nullable(Float64)"],
                       "rows": [["000001.SZ", "2026-01-05", None]]}
-    assert warehouse.query("SHOW TABLES")["rows"] == [["ods_daily_basic"]]
-    with pytest.raises(ReadOnlyViolation, match="only SELECT"):
-        warehouse.query("INSERT INTO ods_daily_basic SELECT * FROM ods_daily_basic")
-    with pytest.raises(ReadOnlyViolation, match="only SELECT"):
-        warehouse.query("DROP TABLE ods_daily_basic")
-    with pytest.raises(ReadOnlyViolation, match="one statement"):
-        warehouse.query("SELECT 1; DROP TABLE ods_daily_basic")
-    assert warehouse.query("SELECT 'a;b' -- c;d\n")["rows"] == [["a;b"]]
-    # a write that gets past the prefix check is refused by ClickHouse (readonly=2)
-    with pytest.raises(ReadOnlyViolation, match="READONLY"):
-        warehouse.query("WITH 1 AS x INSERT INTO ods_daily_basic SELECT * FROM "
-                        "ods_daily_basic")
-    with pytest.raises(QueryError, match="TOO_MANY_ROWS|Limit for result"):
-        warehouse.query("SELECT number FROM system.numbers LIMIT 1000")
-    with pytest.raises(QueryError):  # max_rows lowers the cap for one query
-        warehouse.query("SELECT number FROM numbers(10)", max_rows=5)
-    with pytest.raises(QueryError, match="TIMEOUT|Timeout"):
-        warehouse.query("SELECT sleepEachRow(0.5) FROM numbers(10) SETTINGS max_block_size=1")
-    # after a failed query the next one reads its own result (the session is renewed)
-    assert warehouse.query("SELECT count() FROM ods_daily_basic")["rows"] == [[1]]
+    with pytest.raises(WarehouseError, match="nope"):
+        warehouse.fetch("SELECT nope FROM ods_daily_basic")
+    # after a failed statement the next one reads its own result (the session is renewed)
+    assert warehouse.fetch("SELECT count() FROM ods_daily_basic")["rows"] == [[1]]
+    warehouse.ping()
 
 
 def test_only_stockq_run_may_open_the_embedded_engine(settings: Settings,
@@ -137,44 +122,6 @@ async def test_the_quota_is_shared_per_token_and_api(queue: TaskQueue, settings:
     assert f"stock:quota:{token_digest('token-1')}:daily" in keys
     ttl = await queue.client.pttl(f"stock:quota:{token_digest('token-1')}:daily")
     assert 0 < ttl <= 60_000
-
-
-async def test_the_query_route(settings: Settings, warehouse: Warehouse) -> None:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from app.api.app import create_app
-    from plugins_bridge.registry import PluginRegistry
-
-    warehouse.insert(DAILY, [bar("000001.SZ", "20260105", 10)])
-    registry = PluginRegistry()
-    token = replace(settings, api_token="s3cret")
-    async with TestClient(TestServer(create_app(token, registry=registry,
-                                                warehouse=warehouse))) as http:
-        auth = {"Authorization": "Bearer s3cret"}
-        resp = await http.post("/api/v1/query", json={"sql": "SELECT ts_code, trade_date "
-                                                             "FROM ods_daily FINAL"},
-                               headers=auth)
-        assert resp.status == 200
-        assert await resp.json() == {"columns": ["ts_code", "trade_date"],
-                                     "types": ["String", "Date"],
-                                     "rows": [["000001.SZ", "2026-01-05"]]}
-        resp = await http.post("/api/v1/query", json={"sql": "DROP TABLE ods_daily"},
-                               headers=auth)
-        assert resp.status == 400 and (await resp.json())["error"]["code"] == "read_only"
-        resp = await http.post("/api/v1/query", json={"sql": "SELECT nope FROM ods_daily"},
-                               headers=auth)
-        body = await resp.json()
-        assert resp.status == 400 and body["error"]["code"] == "query_error"
-        assert "nope" in body["error"]["message"]
-        resp = await http.post("/api/v1/query", json={"sql": "SELECT 1"})
-        assert resp.status == 401
-        resp = await http.post("/api/v1/query", json={"query": "SELECT 1"}, headers=auth)
-        assert resp.status == 400
-    async with TestClient(TestServer(create_app(settings, registry=registry))) as http:
-        resp = await http.post("/api/v1/query", json={"sql": "SELECT 1"})
-        body = await resp.json()
-        assert resp.status == 503 and body["error"]["code"] == "clickhouse_unavailable"
-        assert "STOCKQ_CLICKHOUSE_URL" in body["error"]["message"]
 
 
 def test_a_server_that_is_down_is_connected_to_later(tmp_path: Path) -> None:

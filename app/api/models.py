@@ -146,11 +146,13 @@ QUERY = Model(
     "Query",
     (
         Field("sql", ("string",), required=True, max_length=100_000,
-              description="one SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statement"),
+              description="one SELECT, WITH, SHOW, DESCRIBE TABLE, EXISTS TABLE or "
+                          "EXPLAIN statement over the warehouse's tables"),
         Field("max_rows", ("integer",), minimum=1, maximum=1_000_000,
               description="fewer rows than STOCKQ_QUERY_MAX_ROWS (the cap)"),
     ),
-    description="A read-only ClickHouse query (readonly=2, with a row and a time limit).",
+    description="A read-only ClickHouse query: no table functions, INTO OUTFILE, FORMAT or "
+                "SETTINGS; readonly=1 with row, byte and time limits set by the server.",
     example={"sql": "SELECT trade_date, count() FROM ods_daily FINAL GROUP BY trade_date "
                     "ORDER BY trade_date DESC LIMIT 5"},
 )
