@@ -2,9 +2,10 @@
 
 Each check prints ``ok``, ``warn`` or ``FAIL`` with a one-line finding and, when it is
 not ok, the fix.  Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
-Checks: settings, Redis (reachable, version, persistence), ClickHouse (server reachable,
-or the embedded engine's directory), TuShare (reachable through the proxy when one is
-set, token accepted), plugins and schedules."""
+Checks: settings, who can reach the sidecar (bind address and token), Redis (reachable,
+version, persistence), ClickHouse (server reachable, or the embedded engine's
+directory), TuShare (reachable through the proxy when one is set, token accepted),
+plugins and schedules."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def check_clickhouse(settings: Settings) -> list[Finding]:
         return [Finding("clickhouse", "fail", exc.message,
                         "start ClickHouse or fix STOCKQ_CLICKHOUSE_URL")]
     try:
-        version = warehouse.query("SELECT version()")["rows"][0][0]
+        version = warehouse.fetch("SELECT version()")["rows"][0][0]
     except StockqError as exc:
         return [Finding("clickhouse", "fail", exc.message, "check the user and database")]
     finally:
@@ -145,9 +146,42 @@ def check_plugins(settings: Settings) -> list[Finding]:
     return out
 
 
+def check_api(settings: Settings) -> list[Finding]:
+    """Who can reach the sidecar that ``stockq api`` / ``stockq run`` would start."""
+    from app.api.security import exposed, is_loopback, token_problem
+
+    where = f"{settings.api_host or 'every interface'}:{settings.api_port}"
+    token = settings.api_token
+    problem = token_problem(token) if token else None
+    if problem:
+        return [Finding("api", "fail", f"{problem} (`stockq api` and `stockq run` refuse to "
+                        "start)", "set STOCKQ_API_TOKEN to the output of "
+                        "`openssl rand -hex 32`")]
+    out: list[Finding] = []
+    if exposed(settings.api_host, token):
+        out.append(Finding(
+            "api", "warn", f"the sidecar would listen on {where}, beyond loopback, without "
+            "STOCKQ_API_TOKEN: it starts only with --insecure-no-auth, and then anyone who "
+            "reaches the port can submit, cancel and retry tasks",
+            "set STOCKQ_API_TOKEN (`openssl rand -hex 32`), or STOCKQ_API_HOST=127.0.0.1"))
+    elif is_loopback(settings.api_host):
+        out.append(Finding("api", "ok", f"the sidecar listens on {where} (this machine only)"
+                           + ("; a bearer token is required" if token else "")))
+    else:
+        out.append(Finding("api", "ok", f"the sidecar listens on {where} and requires the "
+                           "bearer token of STOCKQ_API_TOKEN"))
+    if "*" in settings.api_cors_origins and not token:
+        out.append(Finding("api", "warn", "STOCKQ_API_CORS_ORIGINS=* without a token: any web "
+                           "page open in a browser on a machine that reaches the sidecar can "
+                           "submit and cancel tasks", "list the origins that may call the API, "
+                           "or set STOCKQ_API_TOKEN"))
+    return out
+
+
 async def run_checks(settings: Settings) -> list[Finding]:
     findings = [Finding("settings", "ok", f"time zone {settings.timezone}, data directory "
                         f"{settings.data_dir}")]
+    findings += check_api(settings)
     findings += await check_redis(settings)
     findings += await asyncio.to_thread(check_clickhouse, settings)
     findings += await asyncio.to_thread(check_tushare, settings)

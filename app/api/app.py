@@ -4,12 +4,12 @@
 ``stockq run``).  One route table (:data:`app.api.routes.ROUTES`) registers the
 handlers and generates ``/openapi.json``.  Middlewares, outermost first: access log
 with a request id, CORS when configured (so error responses carry its headers too),
-JSON errors, bearer-token auth on ``/api/v1``.
+JSON errors, the guard (cross-origin changes refused, bearer-token auth on ``/api/v1``,
+JSON bodies only on changes).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 import uuid
@@ -19,8 +19,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from app.api.security import check_token, guard
 from app.errors import RedisUnavailable, StockqError
 from app.logs import get_logger
+from app.query_sandbox import QuerySandbox
 from app.queue import TaskQueue
 from app.redis_client import create_client
 from app.settings import Settings
@@ -35,6 +37,7 @@ QUEUE = web.AppKey("queue", TaskQueue)
 CLIENT = web.AppKey("client", aioredis.Redis)
 STARTED = web.AppKey("started", float)
 WAREHOUSE = web.AppKey("warehouse", Warehouse)
+SANDBOX = web.AppKey("sandbox", QuerySandbox)  # POST /api/v1/query, with a warehouse
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/v1"
@@ -101,18 +104,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 @web.middleware
-async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[SETTINGS].api_token
-    if token and request.path.startswith(API_PREFIX) and request.method != "OPTIONS":
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return json_error(401, "unauthorized", "missing or wrong bearer token",
-                              **{"WWW-Authenticate": "Bearer"})
-    return await handler(request)
-
-
-@web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     origins = request.app[SETTINGS].api_cors_origins
     origin = request.headers.get("Origin", "")
@@ -154,12 +145,15 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
     warehouse, when given, answers ``POST /api/v1/query``; its owner closes it."""
     from app.api.routes import ROUTES
 
-    app = web.Application(middlewares=[access_log, cors, errors, auth],
+    check_token(settings.api_token)
+    app = web.Application(middlewares=[access_log, cors, errors, guard(settings)],
                           client_max_size=settings.api_max_body)
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else PluginRegistry.from_settings(settings)
     if warehouse is not None:
         app[WAREHOUSE] = warehouse
+        app[SANDBOX] = QuerySandbox(warehouse.url, settings)
+        app.on_shutdown.append(_close_sandbox)  # before in-flight requests are awaited
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     if settings.api_cors_origins:
@@ -167,6 +161,10 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
+
+
+async def _close_sandbox(app: web.Application) -> None:
+    await app[SANDBOX].aclose()  # kills running queries: a shutdown never waits on one
 
 
 async def _preflight(request: web.Request) -> web.Response:

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from app.api.app import QUEUE, SETTINGS, STARTED, WAREHOUSE
+from app.api.app import QUEUE, SANDBOX, SETTINGS, STARTED, WAREHOUSE
+from app.api.security import BIND_HOST, exposed
 from app.errors import RedisUnavailable, StockqError
 from app.keys import PRIORITIES
 from app.logs import get_logger
@@ -160,8 +161,11 @@ async def _clickhouse(app: web.Application, warnings: list[str]) -> dict[str, An
     if warehouse is None:
         return {"status": "not_configured"}
     out: dict[str, Any] = {"url": warehouse.url_redacted, "embedded": warehouse.embedded}
+    sandbox = app.get(SANDBOX)
+    if sandbox is not None:  # operators' queries run in sessions of their own
+        out["queries_running"] = sandbox.running
     try:
-        await asyncio.wait_for(warehouse.run(warehouse.query, "SELECT 1"), READ_TIMEOUT)
+        await asyncio.wait_for(warehouse.run(warehouse.ping), READ_TIMEOUT)
     except (StockqError, TimeoutError) as exc:
         message = exc.message if isinstance(exc, StockqError) else "no answer in time"
         warnings.append(f"ClickHouse is unavailable: {message}")
@@ -224,6 +228,12 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
             f"within the last {LIVE_WINDOW_SECONDS:g} s; scheduled syncs do not fire until "
             "`stockq scheduler` (or `stockq run`) runs"
         )
+    host = app.get(BIND_HOST)
+    if host is not None and exposed(host, settings.api_token):
+        warnings.append(
+            f"the API listens on {host or 'every interface'} (beyond loopback) without "
+            "STOCKQ_API_TOKEN (--insecure-no-auth): anyone who reaches the port can submit, "
+            "cancel and retry tasks; set STOCKQ_API_TOKEN or bind 127.0.0.1")
     report["clickhouse"] = await _clickhouse(app, warnings)
     report["outbox"] = await _outbox(queue, settings, warnings) \
         if queue is not None and report["redis"]["status"] == "ok" else None

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from app import queries
-from app.api.app import REGISTRY, SETTINGS, WAREHOUSE, jsonable, queue_of
+from app.api.app import REGISTRY, SANDBOX, SETTINGS, WAREHOUSE, jsonable, queue_of
 from app.api.models import (
     EXECUTION,
     EXECUTION_SUBMIT,
@@ -23,12 +23,15 @@ from app.api.models import (
     TASK_SUBMIT,
 )
 from app.api.schema import Model
-from app.errors import InvalidInput
+from app.errors import InvalidInput, ReadOnlyViolation, TaskNotFound
 from app.executions import cancel_execution, create_execution, retry_execution
+from app.logs import get_logger
 from app.models import TaskSpec, TaskStatus
 from app.scheduler.service import schedule_service
 from app.submission import build_spec, plan_execution
 from plugins_bridge.warehouse import WarehouseUnavailable
+
+log = get_logger("stockq.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -146,14 +149,21 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def cancel_task(request: web.Request) -> web.Response:
     queue = queue_of(request)
     task_id = request.match_info["task_id"]
-    outcome = await queue.cancel(task_id, "cancelled through the API")
+    try:
+        outcome = await queue.cancel(task_id, "cancelled through the API")
+    except TaskNotFound:  # named here: a script's message ends at a NUL in the id
+        raise TaskNotFound(task_id) from None
     return jsonable({"task_id": task_id, "outcome": outcome,
                      "task": (await queue.get(task_id)).to_dict()})
 
 
 async def retry_task(request: web.Request) -> web.Response:
     queue = queue_of(request)
-    new_id = await queue.retry(request.match_info["task_id"], trigger="retry")
+    task_id = request.match_info["task_id"]
+    try:
+        new_id = await queue.retry(task_id, trigger="retry")
+    except TaskNotFound:
+        raise TaskNotFound(task_id) from None
     return jsonable((await queue.get(new_id)).to_dict(), status=202)
 
 
@@ -238,7 +248,11 @@ async def query(request: web.Request) -> web.Response:
         raise WarehouseUnavailable(
             "this sidecar has no ClickHouse: set STOCKQ_CLICKHOUSE_URL to a ClickHouse "
             "server, or ask the sidecar of `stockq run`, which holds the embedded one")
-    result = await warehouse.run(warehouse.query, body["sql"], max_rows=body.get("max_rows"))
+    try:
+        result = await request.app[SANDBOX].run(body["sql"], max_rows=body.get("max_rows"))
+    except ReadOnlyViolation as exc:  # worth a look: who sends these?
+        log.warning("query.refused", reason=exc.message, length=len(body["sql"]))
+        raise
     return jsonable(result)
 
 
@@ -286,7 +300,7 @@ V1 = "/api/v1"
 ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V1}/tasks", submit_task, "Queue a plugin run (202; a duplicate of "
           "active work returns that task with created=false)", 202, TASK_SUBMIT, TASK,
-          errors=(400, 401, 413, 503)),
+          errors=(400, 401, 403, 413, 415, 503)),
     Route("GET", f"{V1}/tasks", list_tasks, "List tasks, newest first, paged",
           response=None, params=(
               Param("status", "query", description="pending|running|retrying|completed|"
@@ -299,32 +313,33 @@ ROUTES: tuple[Route, ...] = (
           response=TASK, params=(TASK_ID,), errors=(401, 404, 503)),
     Route("POST", f"{V1}/tasks/{{task_id}}/cancel", cancel_task,
           "Cancel a task: pending/retrying at once, running through its worker",
-          params=(TASK_ID,), errors=(401, 404, 409, 503)),
+          params=(TASK_ID,), errors=(401, 403, 404, 409, 415, 503)),
     Route("POST", f"{V1}/tasks/{{task_id}}/retry", retry_task,
           "Retry a failed or cancelled task as a new task (retry_of link)", 202,
-          response=TASK, params=(TASK_ID,), errors=(401, 404, 409, 503)),
+          response=TASK, params=(TASK_ID,), errors=(401, 403, 404, 409, 415, 503)),
     Route("POST", f"{V1}/executions", submit_execution,
           "Queue a dependency-ordered batch of plugin runs", 202, EXECUTION_SUBMIT,
-          errors=(400, 401, 413, 503), tag="executions"),
+          errors=(400, 401, 403, 413, 415, 503), tag="executions"),
     Route("GET", f"{V1}/executions/{{execution_id}}", get_execution,
           "An execution with its tasks and an error summary", response=EXECUTION,
           params=(EXECUTION_ID,), errors=(401, 404, 503), tag="executions"),
     Route("POST", f"{V1}/executions/{{execution_id}}/retry", retry_execution_route,
           "Retry an execution's failed tasks", 202, params=(EXECUTION_ID,),
-          errors=(401, 404, 409, 503), tag="executions"),
+          errors=(401, 403, 404, 409, 415, 503), tag="executions"),
     Route("POST", f"{V1}/executions/{{execution_id}}/cancel", cancel_execution_route,
           "Cancel an execution's active tasks", params=(EXECUTION_ID,),
-          errors=(401, 404, 409, 503), tag="executions"),
+          errors=(401, 403, 404, 409, 415, 503), tag="executions"),
     Route("GET", f"{V1}/schedules", list_schedules,
           "Schedule jobs: trigger, next run (+08:00) and last fire", response=SCHEDULES,
           errors=(401, 503), tag="schedules"),
     Route("POST", f"{V1}/schedules/{{name}}/run", run_schedule,
           "Run a schedule job now, for the latest trading day (trigger manual)", 202,
           response=FIRE, params=(Param("name", "path", required=True),),
-          errors=(401, 404, 409, 503), tag="schedules"),
+          errors=(401, 403, 404, 409, 415, 503), tag="schedules"),
     Route("POST", f"{V1}/query", query,
-          "A read-only ClickHouse query: SELECT/SHOW/DESCRIBE, row and time limits",
-          request=QUERY, response=QUERY_RESULT, errors=(400, 401, 413, 502, 503),
+          "A read-only ClickHouse query over the warehouse's tables (checked on "
+          "ClickHouse's own parse; readonly=1 session, row, byte and time limits)",
+          request=QUERY, response=QUERY_RESULT, errors=(400, 401, 403, 413, 415, 502, 503, 504),
           tag="warehouse"),
     Route("GET", f"{V1}/history", history,
           "Attempt ends from the ClickHouse audit, newest first", response=None,
