@@ -23,6 +23,7 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 import app.logs
+from app.api.app import create_app
 from app.audit import AuditFlusher
 from app.logs import configure_logging, get_logger
 from app.models import TaskSpec
@@ -395,6 +396,19 @@ async def test_a_plugin_leaking_every_secret_through_a_real_worker(
 
 
 def create_sidecar(settings: Settings, warehouse: Warehouse) -> Any:
-    from app.api.app import create_app
-
     return create_app(settings, registry=PluginRegistry(), warehouse=warehouse)
+
+
+async def test_error_answers_do_not_echo_a_secret(settings: Settings) -> None:
+    """An error message built from what the client sent (an id, a statement) is masked
+    like a log line: a client that pastes a token into a URL does not get it back."""
+    secret = "tushare-token-" + "9f3c2a71b0d4e85c"
+    app = create_app(replace(settings, tushare_token=secret), registry=PluginRegistry())
+    async with TestClient(TestServer(app)) as http:
+        resp = await http.get(f"/api/v1/tasks/{secret}")
+        body = await resp.json()
+        assert resp.status == 404 and body["error"]["code"] == "task_not_found"
+        assert secret not in json.dumps(body) and "***" in body["error"]["message"]
+        resp = await http.post(f"/api/v1/tasks/x-{secret}/cancel")
+        body = await resp.json()
+        assert resp.status == 404 and secret not in json.dumps(body)

@@ -24,6 +24,7 @@ from app.errors import RedisUnavailable, StockqError
 from app.logs import get_logger
 from app.query_sandbox import QuerySandbox
 from app.queue import TaskQueue
+from app.redaction import redactor_for
 from app.redis_client import create_client
 from app.settings import Settings
 from plugins_bridge.registry import PluginRegistry
@@ -89,8 +90,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes ``{"error": {"code", "message"}}``; never a traceback."""
     try:
         return await handler(request)
-    except StockqError as exc:
-        return json_error(exc.http_status, exc.code, exc.message)
+    except StockqError as exc:  # a message may echo what the client sent (an id, SQL)
+        return json_error(exc.http_status, exc.code,
+                          redactor_for(request.app[SETTINGS])(exc.message))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
