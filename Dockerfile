@@ -23,15 +23,15 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN python -m venv /opt/stockq/.venv
-
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY plugins_bridge/ plugins_bridge/
-# A regular (non-editable) install without the dev extra: the runtime image needs
-# neither the sources nor the build tools.
-RUN /opt/stockq/.venv/bin/pip install . \
+COPY ops/install-wheel.sh ops/install-wheel.sh
+# A wheel of the sources, installed (not editable, without the dev extra) into a new
+# virtualenv: the runtime image needs neither the sources nor the build tools.  The
+# suite's tests/test_installed.py installs with the same script and runs the result.
+RUN bash ops/install-wheel.sh /opt/stockq/.venv \
     && /opt/stockq/.venv/bin/stockq --help >/dev/null
 
 # ---------------------------------------------------------------- runtime

@@ -99,13 +99,19 @@ def test_dockerfile_base_user_port_and_environment() -> None:
         assert setting in env.split(), setting
 
 
-def test_dockerfile_installs_without_the_dev_extra() -> None:
-    installs = [args for word, args in dockerfile_instructions()
-                if word == "RUN" and "pip install" in args]
-    assert installs and not any("[dev]" in args or " -e " in args for args in installs)
+def test_dockerfile_installs_the_wheel_as_the_suite_does() -> None:
+    """The image installs through ops/install-wheel.sh, the script the suite's
+    tests/test_installed.py installs with and then runs: a wheel, without the dev
+    extra, never an editable install."""
+    runs = [args for word, args in dockerfile_instructions() if word == "RUN"]
+    assert [args for args in runs if "ops/install-wheel.sh /opt/stockq/.venv" in args]
+    assert not [args for args in runs if "pip install" in args or "pip wheel" in args]
+    script = (OPS / "install-wheel.sh").read_text(encoding="utf-8")
+    assert "[dev]" not in script and " -e " not in script
+    assert "install-wheel.sh" in (ROOT / "tests" / "test_installed.py").read_text("utf-8")
     copied = " ".join(args for word, args in dockerfile_instructions() if word == "COPY")
     for source in ("pyproject.toml", "README.md", "app/", "plugins_bridge/",
-                   "ops/fake_tushare.py"):
+                   "ops/install-wheel.sh", "ops/fake_tushare.py"):
         assert source in copied, source
 
 
