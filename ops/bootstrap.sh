@@ -2,11 +2,15 @@
 # Prepare this checkout on a fresh Debian-like machine: Debian's redis-server when it
 # is missing (as root), a virtualenv in .venv, and stockq with its dependencies.
 # Sourced by ops/run.sh and ops/test.sh; safe to run again (it skips what is done).
+#
+# Both commands get the same install, the checkout in editable mode with the dev extra
+# (pytest, ruff, mypy, ...), under one stamp: running one after the other installs
+# nothing again, and a change of pyproject.toml reinstalls once.  A deployment installs
+# a wheel without the dev extra instead (ops/install-wheel.sh).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${STOCKQ_VENV:-$root/.venv}
 python=${PYTHON:-python3}
-extras=${STOCKQ_EXTRAS:-}
 
 apt_install() {
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -28,14 +32,12 @@ if [ ! -x "$venv/bin/python" ]; then
         "$python" -m venv "$venv"
     fi
 fi
-stamp="$venv/.stockq-installed${extras:+-$extras}"
+stamp="$venv/.stockq-installed"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
     echo "stockq bootstrap: installing Python dependencies into $venv" >&2
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
-    spec="$root"
-    [ -n "$extras" ] && spec="$root[$extras]"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[dev]" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
     "$venv/bin/python" -c "import app, redis, structlog" || {
         echo "stockq bootstrap: the Python install failed" >&2; exit 1; }

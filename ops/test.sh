@@ -3,6 +3,6 @@
 # The tests start their own redis-server processes on free ports.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-STOCKQ_EXTRAS=dev source "$root/ops/bootstrap.sh"
+source "$root/ops/bootstrap.sh"
 cd "$root"
 exec "$venv/bin/python" -m pytest "$@"
