@@ -208,11 +208,16 @@ def conclude(tasks: dict[str, str], final: dict[str, dict[str, str]], runs: list
         "longest_recovery_kind": longest["kind"] if longest else None,
     }
     successes = Counter(r.task_id for r in runs if r.outcome == "ok")
+    # attempts a claim used up that no run of the plugin marked (claimed, never started)
+    unstarted = {tid: int((final.get(tid) or {}).get("attempt") or 0)
+                 - len({r.attempt for r in by_task.get(tid, [])}) for tid in tasks}
     kills = Counter(ev.kind for ev in events)
     info = {
         "kills": {k: kills[k] for k in KILL_KINDS},
         "runs": len(runs),
         "runs_without_end_mark": sum(1 for r in runs if r.end is None),
+        "attempts_used_without_a_run": sum(n for n in unstarted.values() if n > 0),
+        "tasks_with_such_an_attempt": [t for t, n in unstarted.items() if n > 0][:10],
         "tasks_succeeding_in_more_than_one_run": sum(1 for n in successes.values() if n > 1),
         "tasks_created_without_an_answer": len(unacknowledged),
         "attempts_per_kind": {k: dict(sorted(Counter(

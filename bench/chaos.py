@@ -61,7 +61,6 @@ from bench._measure import code_version
 from bench.chaos_plugins import KINDS
 
 SUBMIT_PATH = "/api/v1/tasks"
-PRIORITIES = ("high", "normal", "low")
 FULL = {"tasks": 1000, "submit_seconds": 40.0, "lease": 5.0, "deadline": 90.0,
         "child_kills": 12, "supervisor_kills": 4, "worker_restarts": 3,
         "redis_sigterms": 1, "redis_sigkills": 1}
@@ -86,6 +85,7 @@ class Planned:
 def plan_tasks(args: argparse.Namespace, rng: random.Random, marks: Path) -> list[Planned]:
     weights = {k: float(v) for k, v in (p.split("=") for p in args.mix.split(","))}
     kinds = rng.choices(list(weights), list(weights.values()), k=args.tasks)
+    priorities = args.priorities.split(",")
     out = []
     for n, kind in enumerate(kinds):
         params: dict[str, Any] = {"marks": str(marks), "n": n, "seed": args.seed}
@@ -96,7 +96,7 @@ def plan_tasks(args: argparse.Namespace, rng: random.Random, marks: Path) -> lis
         if kind == "flaky":
             params["fail_times"] = 2
         via = "cli" if args.cli_every and n % args.cli_every == args.cli_every - 1 else "http"
-        out.append(Planned(n, kind, params, rng.choice(PRIORITIES), via))
+        out.append(Planned(n, kind, params, rng.choice(priorities), via))
     return out
 
 
@@ -432,6 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="task mix, parameters, kill times")
     p.add_argument("--mix", default="quick=70,slow=15,flaky=10,timeout=5",
                    help="weights of the kinds of task")
+    p.add_argument("--priorities", default="normal",
+                   help="priorities drawn for the tasks, e.g. high,normal,low (a task a "
+                        "kill sent back then waits behind higher ones: longer recoveries)")
     p.add_argument("--submit-seconds", type=float, help="submissions spread over this")
     p.add_argument("--clients", type=int, default=4, help="concurrent HTTP submitters")
     p.add_argument("--cli-every", type=int, default=25,
