@@ -100,6 +100,9 @@ def _bounded_int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
+MAX_MEMORY_LIMIT_MB = 1024 * 1024  # a task's memory_limit_mb: 1 MB to 1 TB
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Validation bounds (from Settings)."""
@@ -135,6 +138,7 @@ class TaskSpec:
     priority: Priority = Priority.NORMAL
     timeout_seconds: int = 3600
     max_attempts: int = 3
+    memory_limit_mb: int = 0  # 0: the plugin's limit, else the worker's default
     user_id: str = ""
     username: str = ""
     trigger: str = "manual"
@@ -152,6 +156,7 @@ class TaskSpec:
         priority: object = Priority.NORMAL,
         timeout_seconds: object = None,
         max_attempts: object = None,
+        memory_limit_mb: object = None,
         user_id: object = "",
         username: object = "",
         trigger: str = "manual",
@@ -197,6 +202,8 @@ class TaskSpec:
             if max_attempts is None
             else _bounded_int(max_attempts, "max_attempts", 1, lim.max_attempts_limit)
         )
+        memory = 0 if memory_limit_mb is None else _bounded_int(
+            memory_limit_mb, "memory_limit_mb", 1, MAX_MEMORY_LIMIT_MB)
         for name, val in (("user_id", user_id), ("username", username)):
             if not isinstance(val, str) or len(val) > 200:
                 raise InvalidInput(f"{name} must be a string of at most 200 characters")
@@ -210,6 +217,7 @@ class TaskSpec:
             priority=Priority.parse(priority),
             timeout_seconds=timeout,
             max_attempts=attempts,
+            memory_limit_mb=memory,
             user_id=str(user_id),
             username=str(username),
             trigger=trigger,
@@ -246,6 +254,8 @@ class TaskSpec:
         }
         if self.params:
             out["params"] = _params_json(self.params)
+        if self.memory_limit_mb:
+            out["memory_limit_mb"] = str(self.memory_limit_mb)
         return out
 
 
@@ -357,6 +367,12 @@ class Task:
     result: Any
     duration_ms: int | None
     schema: int
+    memory_limit_mb: int = 0  # the task's own limit (0: the plugin's, else the worker's)
+    # what the last attempt that ended printed (app/worker/output.py): the masked last
+    # bytes, how many it printed in all, which attempt that was
+    output: str = ""
+    output_bytes: int = 0
+    output_attempt: int = 0
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Task:
@@ -401,6 +417,10 @@ class Task:
             result=_json(h.get("result"), None),
             duration_ms=_int(h.get("duration_ms")) if h.get("duration_ms") else None,
             schema=_int(h.get("schema")),
+            memory_limit_mb=_int(h.get("memory_limit_mb")),
+            output=h.get("output", ""),
+            output_bytes=_int(h.get("output_bytes")),
+            output_attempt=_int(h.get("output_attempt")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -436,6 +456,7 @@ class Leased(Protocol):
 WORK_FIELDS = (
     "task_id", "plugin_name", "attempt", "execution_id", "timeout_seconds", "checkpoint",
     "records_processed", "task_type", "trade_dates", "start_date", "end_date", "params",
+    "memory_limit_mb",
 )
 
 

@@ -255,11 +255,13 @@ class TaskQueue:
 
     async def complete(
         self, task: Leased, records: int = 0, result: Mapping[str, Any] | None = None,
-        *, checkpoint: str = "", claim_for: str | None = None,
+        *, checkpoint: str = "", claim_for: str | None = None, output: str = "",
+        output_bytes: int = 0,
     ) -> WorkItem | None:
         """End the attempt ``completed``.  With ``claim_for`` (a worker id) the same
         round trip claims that worker's next task, which is returned (as
-        :meth:`claim_work` does)."""
+        :meth:`claim_work` does).  ``output`` is the last of what the attempt printed
+        (``output_bytes`` in all), stored with the task when not empty."""
         summary = self.redact(json.dumps(result, ensure_ascii=False, default=str))[:4000] \
             if result else ""
         token = new_token()
@@ -267,7 +269,8 @@ class TaskQueue:
             "complete",
             [self.keys.task(task.task_id)],
             [task.task_id, task.lease_token, int(records), summary, self._retention,
-             self.redact(checkpoint), *self._claim_args(claim_for, token, work=True)],
+             self.redact(checkpoint), *self._output_args(output, output_bytes),
+             *self._claim_args(claim_for, token, work=True)],
         )
         return _work_or_none(nxt, token)
 
@@ -282,9 +285,11 @@ class TaskQueue:
         records: int = 0,
         checkpoint: str = "",
         claim_for: str | None = None,
+        output: str = "",
+        output_bytes: int = 0,
     ) -> FailOutcome:
-        """A failed attempt: retry later (backoff) or fail for good.  ``claim_for`` as
-        in :meth:`complete`."""
+        """A failed attempt: retry later (backoff) or fail for good.  ``claim_for`` and
+        ``output`` as in :meth:`complete`."""
         retry = is_retryable(error_type) if retryable is None else retryable
         token = new_token()
         status, at, attempt, nxt = await self.run(
@@ -303,26 +308,41 @@ class TaskQueue:
                 self._retention,
                 int(records),
                 self.redact(checkpoint),
+                *self._output_args(output, output_bytes),
                 *self._claim_args(claim_for, token, work=True),
             ],
         )
         return FailOutcome(TaskStatus(status), int(attempt), int(at) or None,
                            _work_or_none(nxt, token))
 
-    async def acknowledge_cancel(self, task: Leased) -> None:
+    async def acknowledge_cancel(self, task: Leased, *, output: str = "",
+                                 output_bytes: int = 0) -> None:
         await self.run(
             "acknowledge_cancel",
             [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, self._retention],
+            [task.task_id, task.lease_token, self._retention,
+             *self._output_args(output, output_bytes)],
         )
 
     async def requeue(self, task: Leased, reason: str = "requeued at shutdown", *,
-                      checkpoint: str = "") -> None:
+                      checkpoint: str = "", output: str = "", output_bytes: int = 0) -> None:
         """Give a running task back without consuming an attempt."""
         await self.run(
             "requeue", [self.keys.task(task.task_id)],
-            [task.task_id, task.lease_token, self.redact(reason), self.redact(checkpoint)],
+            [task.task_id, task.lease_token, self.redact(reason), self.redact(checkpoint),
+             *self._output_args(output, output_bytes)],
         )
+
+    def _output_args(self, output: str, output_bytes: int) -> list[Any]:
+        """An attempt's output as the finishing scripts take it: masked (again: the
+        worker masked the stream already) and no longer than the stored maximum."""
+        if not output or self.settings.task_output_bytes <= 0:
+            return ["", 0]
+        text = self.redact(output)
+        data = text.encode("utf-8", "replace")
+        if len(data) > self.settings.task_output_bytes:
+            text = data[-self.settings.task_output_bytes:].decode("utf-8", "ignore")
+        return [text, max(int(output_bytes), len(data))]
 
     async def renew(self, leases: Mapping[str, str]) -> RenewOutcome:
         """Extend leases (task id -> lease token) in one call."""

@@ -102,6 +102,12 @@ class Settings:
     # retry backoff: delay = min(cap, base * 2**(attempt-1)), then equal jitter
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+    # worker children: a task's memory limit in MB (0: none; the plugin's or the task's
+    # own limit applies first), and how much of what a task prints is stored with it
+    # (its last bytes) and written to the worker's log (its first bytes)
+    memory_limit_mb: int = 0
+    task_output_bytes: int = 16 * 1024
+    task_output_log_bytes: int = 8 * 1024
     # leases and retention
     lease_seconds: float = 30.0
     retention_seconds: float = 7 * 24 * 3600.0
@@ -167,6 +173,9 @@ _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
     ("retry_base_seconds", "STOCKQ_RETRY_BASE_SECONDS", float, 0),
     ("retry_max_seconds", "STOCKQ_RETRY_MAX_SECONDS", float, 0),
     ("lease_seconds", "STOCKQ_LEASE_SECONDS", float, 1),
+    ("memory_limit_mb", "STOCKQ_MEMORY_LIMIT_MB", int, 0),
+    ("task_output_bytes", "STOCKQ_TASK_OUTPUT_BYTES", int, 0),
+    ("task_output_log_bytes", "STOCKQ_TASK_OUTPUT_LOG_BYTES", int, 0),
     ("api_port", "STOCKQ_API_PORT", int, 1),
     ("api_max_body", "STOCKQ_API_MAX_BODY", int, 1024),
     ("tushare_timeout", "STOCKQ_TUSHARE_TIMEOUT", float, 0.1),

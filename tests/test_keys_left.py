@@ -168,3 +168,30 @@ async def test_keys_left_after_cancelling_an_execution(
         f"stock:execution:{eid}:tasks",
         "stock:index:executions",
     }
+
+
+async def test_output_is_fields_of_the_task_not_a_key(queue: TaskQueue, client: aioredis.Redis,
+                                                      settings: Settings,
+                                                      clock: FakeClock) -> None:
+    """An attempt's output (its last bytes, how much it printed, which attempt) is
+    written into the task hash by the script that ends the attempt, cut to
+    ``task_output_bytes``; a later attempt that printed nothing removes it."""
+    tid, _ = await queue.enqueue(spec(max_attempts=2))
+    t = await queue.claim("w")
+    assert t is not None
+    printed = "x" * 30_000 + "\nlast line\n"
+    out = await queue.fail(t, "network", "down", output=printed, output_bytes=5_000_000)
+    h = await client.hgetall(f"stock:task:{tid}")  # type: ignore[misc]
+    assert h["output"].endswith("\nlast line\n")
+    assert len(h["output"].encode()) == settings.task_output_bytes
+    assert h["output_bytes"] == "5000000" and h["output_attempt"] == "1"
+    assert (await queue.get(tid)).output_attempt == 1
+    clock.advance((out.next_run_at_ms or 0) / 1000 - clock.now)
+    t = await queue.claim("w")
+    assert t is not None and t.attempt == 2
+    await queue.complete(t, records=1)  # printed nothing
+    assert await keys(client) == SHARED | OUTBOX | {f"stock:task:{tid}",
+                                                    "stock:index:status:completed"}
+    h = await client.hgetall(f"stock:task:{tid}")  # type: ignore[misc]
+    assert not {"output", "output_bytes", "output_attempt"} & set(h)
+    await assert_ended_hash(client, settings, tid)

@@ -322,7 +322,8 @@ async def test_worker_claims_return_what_running_needs(queue: TaskQueue) -> None
     """claim_work and complete/fail(claim_for=...) return a WorkItem (lib.lua's
     WORK_FIELDS order): the same values as the stored hash, decoded for the child."""
     first, _ = await queue.enqueue(spec(trade_dates=["2024-01-03", "2024-01-02"],
-                                        params={"x": 1}, timeout_seconds=90))
+                                        params={"x": 1}, timeout_seconds=90,
+                                        memory_limit_mb=256))
     second, _ = await queue.enqueue(spec(start_date="2024-01-01", end_date="2024-01-31"))
     third, _ = await queue.enqueue(spec(params={"y": "z"}))
     item = await queue.claim_work("w1", "tok-a")
@@ -334,7 +335,7 @@ async def test_worker_claims_return_what_running_needs(queue: TaskQueue) -> None
         "task_id": first, "plugin_name": "noop", "task_type": stored.task_type,
         "trade_dates": ["20240102", "20240103"], "start_date": "", "end_date": "",
         "params": {"x": 1}, "attempt": 1, "checkpoint": "", "records_processed": 0,
-        "execution_id": "",
+        "execution_id": "", "memory_limit_mb": 256,
     }
     nxt = await queue.complete(item, 3, checkpoint="20240103", claim_for="w1")
     assert nxt is not None and nxt.task_id == second and nxt.lease_token

@@ -9,7 +9,9 @@
 -- ARGV[6]      records processed;  ARGV[7]  result summary JSON ('' for none)
 -- ARGV[8]      retention, seconds (TTL of the ended task)
 -- ARGV[9]      checkpoint: last trade date done ('' for none)
--- ARGV[10..14] optional claim of the next task: worker id ('' = do not claim), lease
+-- ARGV[10]     the attempt's output: its masked last bytes ('' when it printed nothing)
+-- ARGV[11]     how many bytes the attempt printed
+-- ARGV[12..16] optional claim of the next task: worker id ('' = do not claim), lease
 --              token, lease ms, promote limit, 'work' (as claim.lua)
 -- Returns      {tasks ended, next task hash (flat list) or false}
 
@@ -26,6 +28,7 @@ if ARGV[9] ~= '' then
     f[#f + 1] = 'checkpoint'
     f[#f + 1] = ARGV[9]
 end
+output_fields(key, f, ARGV[10], ARGV[11], t[9], (tonumber(t[9]) or 1) > 1)
 local started = tonumber(t[3])
 if started then
     f[#f + 1] = 'duration_ms'
@@ -39,8 +42,8 @@ local audit = {t[9], t[4], t[6], t[10], ARGV[6], t[11], t[12], t[13], t[14], t[1
 local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]),
     {t[1], t[4], t[5], t[6], t[7], t[8], audit}, f)
 local nxt = false
-if ARGV[10] and ARGV[10] ~= '' then
-    nxt = claim_next(ARGV[10], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13]),
-        ARGV[14] == 'work')
+if ARGV[12] and ARGV[12] ~= '' then
+    nxt = claim_next(ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]),
+        ARGV[16] == 'work')
 end
 return {ended, nxt}

@@ -16,7 +16,9 @@
 -- ARGV[12]     retry_after, ms (0: use the backoff)
 -- ARGV[13]     retention, seconds;  ARGV[14]  records processed so far
 -- ARGV[15]     checkpoint (last trade date done, '' for none): a retry resumes after it
--- ARGV[16..20] optional claim of the next task: worker id ('' = do not claim), lease
+-- ARGV[16]     the attempt's output: its masked last bytes ('' when it printed nothing)
+-- ARGV[17]     how many bytes the attempt printed
+-- ARGV[18..22] optional claim of the next task: worker id ('' = do not claim), lease
 --              token, lease ms, promote limit, 'work' (as claim.lua)
 -- Returns      {status, next_run_at_ms (0 unless retrying), attempt, next task hash or
 --              false}; status is 'retrying', 'failed', or 'cancelled' when a cancel had
@@ -28,9 +30,9 @@ local t = load_owned(key, id, token, 'attempt', 'max_attempts', 'plugin_name', '
 local known = {t[1], t[8], t[9], t[5], t[10], t[11]}  -- lib.lua: FINISH_FIELDS
 
 local function claim_after()
-    if ARGV[16] and ARGV[16] ~= '' then
-        return claim_next(ARGV[16], ARGV[17], tonumber(ARGV[18]), tonumber(ARGV[19]),
-            ARGV[20] == 'work')
+    if ARGV[18] and ARGV[18] ~= '' then
+        return claim_next(ARGV[18], ARGV[19], tonumber(ARGV[20]), tonumber(ARGV[21]),
+            ARGV[22] == 'work')
     end
     return false
 end
@@ -43,6 +45,7 @@ if ARGV[15] and ARGV[15] ~= '' then
     f[#f + 1] = 'checkpoint'
     f[#f + 1] = ARGV[15]
 end
+output_fields(key, f, ARGV[16], ARGV[17], t[3], true)
 local started = tonumber(t[6])
 if started then
     f[#f + 1] = 'duration_ms'

@@ -69,7 +69,7 @@ end
 local SPEC_FIELDS = {
     'plugin_name', 'task_type', 'trade_dates', 'start_date', 'end_date', 'params',
     'priority', 'timeout_seconds', 'max_attempts', 'user_id', 'username', 'data_source',
-    'ts_code', 'trigger', 'retry_of', 'dedup_key', 'depends_on',
+    'ts_code', 'trigger', 'retry_of', 'dedup_key', 'depends_on', 'memory_limit_mb',
 }
 
 -- Write a new pending task hash and its indexes (not its queue entry).
@@ -207,6 +207,23 @@ local function count_in_execution(execution_id, status, retention)
 end
 
 -- What finish reads of a task (a caller that read them already passes them: `known`).
+-- The output of the attempt that ends (app/worker/output.py): its masked last bytes, how
+-- many it printed and its attempt, appended to the fields `f` written with the outcome.
+-- An attempt that printed nothing removes what an earlier one left (`clear`).
+local function output_fields(key, f, text, size, attempt, clear)
+    if text and text ~= '' then
+        f[#f + 1] = 'output'
+        f[#f + 1] = text
+        f[#f + 1] = 'output_bytes'
+        f[#f + 1] = size
+        f[#f + 1] = 'output_attempt'
+        f[#f + 1] = attempt
+    elseif clear then
+        redis.call('HDEL', key, 'output', 'output_bytes', 'output_attempt')
+    end
+    return f
+end
+
 local FINISH_FIELDS = {
     'status', 'execution_id', 'dedup_key', 'plugin_name', 'dependents', 'schema',
 }
@@ -311,7 +328,7 @@ end
 -- `work` true, only the values of the fields a worker needs to run it, in this order
 -- (app/models.py: WORK_FIELDS): task_id, plugin_name, attempt (the new one),
 -- execution_id, timeout_seconds, checkpoint, records_processed, task_type,
--- trade_dates, start_date, end_date, params (false when absent).
+-- trade_dates, start_date, end_date, params, memory_limit_mb (false when absent).
 -- Move retrying tasks whose backoff has elapsed from stock:delayed to the front of
 -- their ready queue (at most `limit`).  Returns how many were promoted.
 local function promote_due(limit)
@@ -345,7 +362,7 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
             local t = redis.call('HMGET', key, 'status', 'waiting', 'schema', 'plugin_name',
                 'timeout_seconds', 'execution_id', 'attempt', 'checkpoint',
                 'records_processed', 'task_type', 'trade_dates', 'start_date', 'end_date',
-                'params')
+                'params', 'memory_limit_mb')
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
                 if not t[3] then
                     -- pushed by a producer of the original format: index it now, and
@@ -377,7 +394,7 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
                 end
                 if work then
                     return {id, t[4], attempt, t[6], t[5], t[8], t[9], t[10], t[11], t[12],
-                        t[13], t[14]}
+                        t[13], t[14], t[15]}
                 end
                 return redis.call('HGETALL', key)
             end

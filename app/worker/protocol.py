@@ -125,6 +125,7 @@ def work_payload(f: dict[str, str]) -> dict[str, Any]:
         "attempt": _int(f.get("attempt")), "checkpoint": f.get("checkpoint", ""),
         "records_processed": _int(f.get("records_processed")),
         "execution_id": f.get("execution_id", ""),
+        "memory_limit_mb": _int(f.get("memory_limit_mb")),
     }
 
 
