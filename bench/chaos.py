@@ -400,7 +400,10 @@ def print_report(result: dict[str, Any]) -> None:
               f"({recs[0]['recovery_is'] if recs else '-'}{extra})")
     print("\n== events")
     for r in result["recoveries"]:
-        rec = "n/a" if r["recovery_s"] is None else f"{r['recovery_s']:.2f} s"
+        worst = max((a for a in r["affected"] if a["seconds"] is not None),
+                    key=lambda a: a["seconds"], default=None)
+        rec = "n/a" if r["recovery_s"] is None else (
+            f"{r['recovery_s']:.2f} s" + (f" ({worst['how']})" if worst else ""))
         print(f"  +{r['at'] - result['started_at']:6.1f} s  {r['kind']:<19} {r['victim']}; "
               f"runs ended {len(r['affected'])}; recovery {rec}"
               + (f"; orphans {r['orphans']}" if r["orphans"] else "")
