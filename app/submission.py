@@ -28,13 +28,16 @@ def build_spec(
     **fields: Any,
 ) -> TaskSpec:
     """Validate a submission.  Unknown plugins raise UnknownPlugin (naming the known
-    ones); a timeout or attempt count not given comes from the plugin, then settings."""
+    ones); a timeout or attempt count not given comes from the plugin (its timeout for
+    the task's type, then its default), then settings."""
     spec = TaskSpec.build(plugin_name, limits=limits_from(settings), **fields)
     plugin = registry.get(spec.plugin_name)
     if fields.get("timeout_seconds") is None or fields.get("max_attempts") is None:
         defaults: dict[str, Any] = {}
         if fields.get("timeout_seconds") is None:
-            defaults["timeout_seconds"] = getattr(plugin, "default_timeout_seconds", None)
+            by_type = getattr(plugin, "task_timeouts", None) or {}
+            defaults["timeout_seconds"] = by_type.get(spec.task_type.value) or \
+                getattr(plugin, "default_timeout_seconds", None)
         if fields.get("max_attempts") is None:
             defaults["max_attempts"] = getattr(plugin, "default_max_attempts", None)
         defaults = {k: v for k, v in defaults.items() if v is not None}

@@ -13,6 +13,8 @@ It may declare defaults the queue uses when a submission does not say otherwise
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -38,6 +40,8 @@ class Plugin:
     # False: a task with trade dates runs the plugin once with ``trade_dates=[...]``
     # instead of once per date (for sources that are not queried by date)
     per_trade_date: bool = True
+    # timeouts by task type (``{"full": 7200}``); others take default_timeout_seconds
+    task_timeouts: Mapping[str, int] = {}
 
     def run(self, **params: Any) -> dict[str, Any]:
         raise NotImplementedError(f"plugin {self.name!r} does not implement run()")
@@ -50,3 +54,22 @@ def success(records: int = 0, **extra: Any) -> dict[str, Any]:
 
 def failure(error: str, **extra: Any) -> dict[str, Any]:
     return {"status": "failed", "error": error, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class RunCall:
+    """One ``run(**kwargs)`` of a plan.  ``key`` orders the calls and is the task's
+    checkpoint once the call succeeded (a retry resumes after it); ``""`` for none."""
+
+    key: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What a task asks of a plugin that plans its own runs (``plan_runs(task)``, given
+    the :class:`plugins_bridge.progress.TaskContext`): the calls in order, or none with
+    ``note`` saying why (the task then completes with 0 records)."""
+
+    calls: tuple[RunCall, ...]
+    note: str = ""

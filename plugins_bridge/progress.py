@@ -34,6 +34,8 @@ class TaskContext:
     end_date: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = ""
+    ts_code: str = ""  # the original producer's per-task fields
+    data_source: str = ""
 
 
 @dataclass(slots=True)

@@ -6,6 +6,10 @@ for the duration of one plugin run and restores the previous environment afterwa
 ``NO_PROXY`` always covers loopback and the Redis and ClickHouse hosts.  The supervisor
 and the sidecar never set them (their environment is scrubbed at start-up, see
 :func:`app.settings.scrub_proxy_environment`).
+
+:func:`active_proxy` names the proxy of the innermost block in force: code that must not
+depend on the environment (a plugin may change it, as stock_datasource's own
+``proxy_context()`` does) passes it to ``requests`` explicitly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from contextlib import contextmanager
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_active: list[str] = []  # the proxies of the blocks in force, innermost last
+
+
+def active_proxy() -> str | None:
+    """The proxy URL of the innermost :func:`proxy_context` in force, else None."""
+    return _active[-1] if _active else None
 
 
 @contextmanager
@@ -39,6 +49,7 @@ def proxy_context(proxy_url: str | None = None,
         return
     saved = {name: os.environ.get(name) for name in PROXY_VARS + NO_PROXY_VARS}
     bypass = list(dict.fromkeys([*LOOPBACK, *(no_proxy_hosts or ())]))
+    _active.append(proxy_url)
     try:
         for name in PROXY_VARS:
             os.environ[name] = proxy_url
@@ -46,6 +57,7 @@ def proxy_context(proxy_url: str | None = None,
             os.environ[name] = ",".join(bypass)
         yield proxy_url
     finally:
+        _active.pop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

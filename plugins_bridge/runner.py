@@ -7,9 +7,16 @@ Task types:
   checkpoint; a retry resumes after the task's checkpoint.  A plugin that sets
   ``per_trade_date = False`` runs once as ``run(trade_dates=[...], **params)``;
 - otherwise the plugin runs once with ``params`` (plus ``start_date``/``end_date`` when
-  the task has them).
+  the task has them);
+- a plugin with ``plan_runs(task)`` says itself which calls a task makes
+  (:class:`plugins_bridge.contract.RunPlan`): they run in order, with progress and the
+  call's key as checkpoint, like dates.
 
-A result whose ``status`` is not ``success``, or an exception, is a failed attempt.
+A result whose ``status`` is not ``success``, or an exception, is a failed attempt.  The
+records of a result are its load step's ``total_records``, else ``loaded_records``, else
+the sum over ``tables_loaded``; a failure's message is its ``error`` with the errors of
+its steps (``steps.load.error``, a failed validation).  A failed run's records are not
+counted: the retry runs that call again.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plugins_bridge import progress
+from plugins_bridge.contract import RunCall, RunPlan
 from plugins_bridge.errors import PluginError
 from plugins_bridge.proxy import proxy_context
 from plugins_bridge.registry import PluginRegistry
@@ -79,6 +87,8 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, PluginError):
         return exc.error_type, exc.message, exc.retry_after
+    if isinstance(exc, MemoryError):  # numpy's _ArrayMemoryError too; a limit was hit
+        return "memory_exceeded", message, None
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & {"ConnectionError", "Timeout", "TimeoutError", "ChunkedEncodingError"} or \
             isinstance(exc, socket.timeout | ConnectionError | TimeoutError):
@@ -93,11 +103,53 @@ def classify(exc: BaseException) -> tuple[str, str, float | None]:
     return ("error" if kind == "plugin_error" else kind), message, retry_after
 
 
-def records_of(result: dict[str, Any]) -> int:
+_RECORD_KEYS = ("total_records", "loaded_records", "records")
+
+
+def _number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
     try:
-        return int(result.get("steps", {}).get("load", {}).get("total_records", 0) or 0)
-    except (AttributeError, TypeError, ValueError):
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def records_of(result: dict[str, Any]) -> int:
+    """Rows a result says it loaded (see the module docstring); 0 when it says none."""
+    steps = result.get("steps")
+    load = steps.get("load") if isinstance(steps, dict) else None
+    if not isinstance(load, dict):
         return 0
+    for key in _RECORD_KEYS:
+        if key in load:
+            return max(_number(load[key]) or 0, 0)
+    tables = load.get("tables_loaded")
+    if isinstance(tables, list):
+        return sum(max(_number(t.get("records")) or 0, 0) for t in tables if isinstance(t, dict))
+    return 0
+
+
+def failure_text(result: dict[str, Any]) -> str:
+    """The cause of a failed result: its ``error`` (and ``error_detail``), then what its
+    steps say (``load: <error>``, ``validate: failed``), else its status."""
+    parts: list[str] = []
+    for key in ("error", "message", "error_detail"):
+        text = str(result.get(key) or "").strip()
+        if text and text not in parts:
+            parts.append(text)
+        if key == "message" and parts:
+            break
+    steps = result.get("steps")
+    for name, step in (steps.items() if isinstance(steps, dict) else ()):
+        if not isinstance(step, dict):
+            continue
+        error = str(step.get("error") or "").strip()
+        if error and not any(error in p for p in parts):
+            parts.append(f"{name}: {error}")
+        elif not error and step.get("status") == "failed":
+            parts.append(f"{name}: failed")
+    return "; ".join(parts) or f"status {result.get('status')!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +172,11 @@ def _run_once(func: Callable[..., Any], kwargs: dict[str, Any], proxy: ProxyConf
                        error=f"run() returned {type(result).__name__}, not a result dict")
     records = records_of(result)
     if result.get("status") != "success":
-        text = str(result.get("error") or result.get("message")
-                   or f"status {result.get('status')!r}")
+        text = failure_text(result)
         kind, retry_after = classify_message(text)
+        stated = _number(result.get("retry_after"))
         return Outcome(False, records=records, error_type=str(result.get("error_type") or kind),
-                       error=text, retry_after=retry_after)
+                       error=text, retry_after=float(stated) if stated else retry_after)
     summary = {k: v for k, v in result.items() if k in ("status", "steps", "message")}
     return Outcome(True, records=records, result=summary)
 
@@ -146,9 +198,14 @@ def run_task(registry: PluginRegistry, task: dict[str, Any],
         attempt=int(task.get("attempt", 1)), trade_dates=dates,
         start_date=str(task.get("start_date") or ""), end_date=str(task.get("end_date") or ""),
         params=params, checkpoint=str(task.get("checkpoint") or ""),
+        ts_code=str(task.get("ts_code") or ""), data_source=str(task.get("data_source") or ""),
     )
+    base = int(task.get("records_processed") or 0) if ctx.checkpoint else 0
     progress.bind(ctx, reporter)
     try:
+        planner = getattr(plugin, "plan_runs", None)
+        if callable(planner):
+            return _run_plan(plugin.run, planner, ctx, base, proxy)
         if dates and not getattr(plugin, "per_trade_date", True):
             return _run_once(plugin.run, {**params, "trade_dates": dates}, proxy)
         if not dates:
@@ -158,29 +215,51 @@ def run_task(registry: PluginRegistry, task: dict[str, Any],
             if ctx.end_date:
                 kwargs.setdefault("end_date", ctx.end_date)
             return _run_once(plugin.run, kwargs, proxy)
-        base = int(task.get("records_processed") or 0) if ctx.checkpoint else 0
-        return _run_dates(plugin.run, ctx, dates, params, base, proxy)
+        calls = [RunCall(d, {**params, "trade_date": d}) for d in sorted(dates)]
+        return _run_calls(plugin.run, ctx, calls, base, proxy)
     finally:
         progress.bind(None, None)
 
 
-def _run_dates(func: Callable[..., Any], ctx: progress.TaskContext, dates: list[str],
-               params: dict[str, Any], records: int, proxy: ProxyConfig) -> Outcome:
-    """One run per date after the checkpoint; ``records`` starts from earlier attempts."""
-    todo = [d for d in sorted(dates) if not ctx.checkpoint or d > ctx.checkpoint]
-    done = len(dates) - len(todo)
+def _run_plan(func: Callable[..., Any], planner: Callable[..., Any],
+              ctx: progress.TaskContext, records: int, proxy: ProxyConfig) -> Outcome:
+    try:
+        plan = planner(ctx)
+    except Exception as exc:  # the plan itself failed (e.g. a bad date): classified
+        kind, message, retry_after = classify(exc)
+        return Outcome(False, error_type=kind, error=message, retry_after=retry_after)
+    if not isinstance(plan, RunPlan):
+        return Outcome(False, error_type="invalid_result",
+                       error=f"plan_runs() returned {type(plan).__name__}, not a RunPlan")
+    if not plan.calls:
+        return Outcome(True, result={"status": "success",
+                                     "message": plan.note or "nothing to run"})
+    return _run_calls(func, ctx, list(plan.calls), records, proxy)
+
+
+def _run_calls(func: Callable[..., Any], ctx: progress.TaskContext, calls: list[RunCall],
+               records: int, proxy: ProxyConfig) -> Outcome:
+    """The calls after the checkpoint, in order; ``records`` starts from earlier attempts
+    (a failed call's records are not counted: the retry runs it again)."""
+    todo = [c for c in calls if not ctx.checkpoint or not c.key or c.key > ctx.checkpoint]
+    done = len(calls) - len(todo)
     checkpoint = ctx.checkpoint
-    for date in todo:
-        out = _run_once(func, {**params, "trade_date": date}, proxy)
-        records += out.records
+    message = ""
+    for call in todo:
+        out = _run_once(func, call.kwargs, proxy)
         if not out.ok:
             out.records = records
             out.checkpoint = checkpoint
-            out.error = f"{date}: {out.error}"
+            if call.key:
+                out.error = f"{call.key}: {out.error}"
             return out
+        records += out.records
+        message = str(out.result.get("message") or "")
         done += 1
-        checkpoint = date
-        progress.report_progress(100.0 * done / len(dates), records, date,
-                                 checkpoint=date, force=True)
-    return Outcome(True, records=records, checkpoint=checkpoint,
-                   result={"status": "success", "dates": len(todo)})
+        checkpoint = call.key or checkpoint
+        progress.report_progress(100.0 * done / len(calls), records, call.key,
+                                 checkpoint=call.key, force=True)
+    result: dict[str, Any] = {"status": "success", "dates": len(todo)}
+    if len(todo) == 1 and message:
+        result["message"] = message
+    return Outcome(True, records=records, checkpoint=checkpoint, result=result)

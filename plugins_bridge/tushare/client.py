@@ -148,6 +148,7 @@ def _retry_after(header: str | None) -> float:
 class _Page(NamedTuple):
     rows: list[dict[str, Any]]
     has_more: bool
+    columns: list[str]
 
 
 class TushareClient:
@@ -227,6 +228,17 @@ class TushareClient:
     def _redact(self, text: str) -> str:
         return text.replace(self.token, "***") if self.token else text
 
+    def table(self, api_name: str, params: Mapping[str, Any] | None = None,
+              fields: Sequence[str] | str = "") -> tuple[list[str], list[list[Any]]]:
+        """One request, as the ``tushare`` package makes it: ``(fields, items)`` of the
+        reply's first page (``has_more`` is not followed), errors raised as above."""
+        if not self.token:
+            raise TushareTokenError("TuShare token is not set: set TUSHARE_TOKEN "
+                                    "(or STOCKQ_TUSHARE_TOKEN)")
+        fields_text = fields if isinstance(fields, str) else ",".join(fields)
+        page = self._request(api_name, dict(params or {}), fields_text)
+        return page.columns, [[row[c] for c in page.columns] for row in page.rows]
+
     def _request(self, api_name: str, params: dict[str, Any], fields: str) -> _Page:
         body: dict[str, Any] = {"api_name": api_name, "token": self.token, "params": params,
                                 "fields": fields}
@@ -282,4 +294,4 @@ class TushareClient:
                 raise TushareSchemaError(f"TuShare {api_name}: a row does not match the "
                                          f"{len(columns)} fields")
             rows.append(dict(zip(columns, item, strict=True)))
-        return _Page(rows, bool(data.get("has_more")))
+        return _Page(rows, bool(data.get("has_more")), list(columns))

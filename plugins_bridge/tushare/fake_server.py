@@ -187,13 +187,17 @@ class FakeTushare:
     """The fake server; ``start()`` serves it from a background thread.
 
     Knobs: ``token`` (None accepts any), ``page_limit`` (most rows in one reply),
-    ``delay`` (seconds before each reply), :meth:`fail_next`, :meth:`rate_limit_next`;
+    ``delay`` (seconds before each reply), :meth:`fail_next`, :meth:`rate_limit_next`,
+    ``empty_unknown`` (an API it does not serve answers with no rows, in the fields
+    asked for, instead of TuShare's "wrong API name" error: for runs of many plugins);
     ``calls`` records ``(api_name, params)`` of every request."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 token: str | None = DEFAULT_TOKEN, page_limit: int = 6000) -> None:
+                 token: str | None = DEFAULT_TOKEN, page_limit: int = 6000,
+                 empty_unknown: bool = False) -> None:
         self.token = token
         self.page_limit = page_limit
+        self.empty_unknown = empty_unknown
         self.delay = 0.0
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
@@ -271,6 +275,10 @@ class FakeTushare:
 
     def _data(self, api: str, params: dict[str, Any], fields: str) -> dict[str, Any]:
         if api not in APIS:
+            if self.empty_unknown:
+                wanted = [c.strip() for c in fields.split(",") if c.strip()]
+                return {"request_id": f"fake-{len(self.calls)}", "code": 0, "msg": "",
+                        "data": {"fields": wanted, "items": [], "has_more": False}}
             return {"code": -1, "msg": f"api名称错误: {api}", "data": None}
         try:
             columns, items = APIS[api](params)
