@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -141,9 +142,29 @@ def check_plugins(settings: Settings) -> list[Finding]:
                    f"{len(names)} plugins: {', '.join(names[:12])}"
                    + (" ..." if len(names) > 12 else ""),
                    "" if names else "set STOCKQ_PLUGINS or STOCKQ_BUILTIN_PLUGINS=true")]
+    out += [_unavailable(u) for u in registry.unavailable]
     out.append(Finding("schedules", "ok", "; ".join(
         f"{j.name} '{j.expression}' ({len(j.plugins)} plugins)" for j in jobs)))
     return out
+
+
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+def _unavailable(entry: dict[str, str]) -> Finding:
+    """A plugin (or a whole plugin source) found but not loaded: fail when none of the
+    source's plugins loaded, warn for one module."""
+    name, reason, source = entry["name"], entry["reason"], entry["source"]
+    whole = name in (source, f"{source}.core.plugin_manager")
+    missing = _MISSING_MODULE.search(reason)
+    if missing:
+        fix = f"install {missing.group(1).split('.')[0]} into stockq's environment"
+    elif "token" in reason.lower():
+        fix = "set TUSHARE_TOKEN: the package cannot be imported without it"
+    else:
+        fix = f"see the error of {name}"
+    what = f"none of the {source} plugins loaded" if whole else f"{name} was not loaded"
+    return Finding("plugins", "fail" if whole else "warn", f"{what}: {reason}", fix)
 
 
 def check_api(settings: Settings) -> list[Finding]:

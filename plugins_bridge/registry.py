@@ -65,18 +65,23 @@ def builtin_plugins() -> list[PluginLike]:
     return [make() for make in BUILTINS]
 
 
-def adapted_plugins() -> list[PluginLike]:
-    """The plugins of an installed ``stock_datasource`` package ([] without one)."""
-    from plugins_bridge.adapters.stock_datasource import discover
+def adapted_plugins() -> tuple[list[PluginLike], list[dict[str, str]]]:
+    """The plugins of an installed ``stock_datasource`` package ([] without one), and
+    what of it could not be loaded (``{"source", "name", "reason"}``)."""
+    from plugins_bridge.adapters.stock_datasource import discover, unavailable
 
-    return list(discover())
+    found: list[PluginLike] = list(discover())
+    return found, [u.to_dict() for u in unavailable()]
 
 
 class PluginRegistry:
-    def __init__(self, plugins: Iterable[PluginLike] = ()) -> None:
+    def __init__(self, plugins: Iterable[PluginLike] = (),
+                 unavailable: Iterable[dict[str, str]] = ()) -> None:
         self._plugins: dict[str, PluginLike] = {}
         for p in plugins:
             self._plugins[p.name] = p
+        # plugins (or their modules) a source found but could not load, with the reason
+        self.unavailable: list[dict[str, str]] = list(unavailable)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PluginRegistry:
@@ -88,9 +93,11 @@ class PluginRegistry:
         """Plugins from every source (built-ins and the adapter only with ``builtins``,
         which :meth:`from_settings` sets from ``STOCKQ_BUILTIN_PLUGINS``)."""
         found: list[PluginLike] = []
+        missing: list[dict[str, str]] = []
         if builtins:
             found += builtin_plugins()
-            found += adapted_plugins()
+            adapted, missing = adapted_plugins()
+            found += adapted
         if use_entry_points:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 try:
@@ -102,7 +109,7 @@ class PluginRegistry:
                         from None
         for spec in specs:
             found += load_spec(spec)
-        return cls(found)
+        return cls(found, missing)
 
     def names(self) -> list[str]:
         return sorted(self._plugins)

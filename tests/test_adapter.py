@@ -1,4 +1,5 @@
-"""The stock_datasource adapter, against the stand-in package in tests/sds_stub."""
+"""The stock_datasource adapter, against the stand-in package in tests/sds_stub (the
+real snapshot runs in tests/test_sds_real.py)."""
 
 from __future__ import annotations
 
@@ -60,18 +61,20 @@ def test_discover_maps_every_attribute(sds: Any) -> None:
     assert daily.original is sds.plugins["tushare_daily"]
     assert daily.description == "daily quotes of every A share"
     assert daily.version == "2.1.0"
-    assert daily.default_timeout_seconds == 120  # config "timeout"
-    assert daily.default_max_attempts == 3  # retry_attempts 2 = 3 attempts
+    # what stock_datasource's queue gives every task, whatever the config's "timeout" and
+    # "retry_attempts" (the plugin's own HTTP timeout and retries) say
+    assert daily.default_timeout_seconds == 3600
+    assert daily.task_timeouts == {"full": 7200, "backfill": 7200}
+    assert daily.default_max_attempts == 3
     assert daily.rate_limit_per_minute == 300
     assert daily.dependencies == ()
     assert daily.optional_dependencies == ()
-    assert daily.schedule == "daily 18:30"
+    assert daily.schedule == "daily"  # its unified scheduler ignores the plugin's time
     assert daily.groups == ("stock_datasource",)
 
     adj = plugins["tushare_adj_factor"]
     assert adj.description == "adjustment factors"  # from config.json
-    assert adj.default_timeout_seconds == 60  # config "timeout_seconds"
-    assert adj.default_max_attempts == 1  # max_retries 0
+    assert (adj.default_timeout_seconds, adj.default_max_attempts) == (3600, 3)
     assert adj.rate_limit_per_minute == 120  # BasePlugin's default from get_rate_limit()
     assert adj.dependencies == ("tushare_daily",)
     assert adj.schedule == "daily"
@@ -156,20 +159,18 @@ def test_missing_accessors_take_defaults_and_failing_ones_skip(sds: Any) -> None
     bare = plugins["bare"]
     assert (bare.description, bare.default_timeout_seconds, bare.default_max_attempts,
             bare.rate_limit_per_minute, bare.dependencies, bare.schedule) == \
-        ("", None, None, None, (), None)
+        ("", 3600, 3, 120, (), None)
     cfg = plugins["cfg"]
     assert (cfg.default_timeout_seconds, cfg.default_max_attempts,
-            cfg.rate_limit_per_minute, cfg.dependencies) == (90, 5, 50, ("bare",))
+            cfg.rate_limit_per_minute, cfg.dependencies) == (3600, 3, 50, ("bare",))
     bad = plugins["bad_values"]
-    assert (bad.default_timeout_seconds, bad.default_max_attempts,
-            bad.rate_limit_per_minute) == (None, None, None)
+    assert bad.rate_limit_per_minute == 120
 
     skipped = {e["plugin"]: e["reason"] for e in _events(logs, "plugins.adapter_skipped")}
     assert sorted(skipped) == ["bad_config", "bad_deps", "deps_fail", "nameless", "rate_fail"]
     assert "boom" in skipped["deps_fail"] and "boom" in skipped["rate_fail"]
     ignored = {(e["plugin"], e["key"]) for e in _events(logs, "plugins.adapter_value_ignored")}
-    assert ignored == {("bad_values", "timeout"), ("bad_values", "retry_attempts"),
-                       ("bad_values", "rate_limit")}
+    assert ignored == {("bad_values", "rate_limit")}
 
 
 # ------------------------------------------------------------------------ schedules
@@ -182,23 +183,26 @@ def test_missing_accessors_take_defaults_and_failing_ones_skip(sds: Any) -> None
         ("daily", "daily"),
         (" Daily ", "daily"),
         ({"frequency": "daily"}, "daily"),
-        ({"frequency": "daily", "time": "18:30"}, "daily 18:30"),
-        ({"time": "9:05"}, "daily 9:05"),
-        ("18:00", "daily 18:00"),
-        ({"frequency": "weekly", "time": "17:00", "day_of_week": "fri"}, "weekly fri 17:00"),
-        ({"frequency": "weekly", "time": "17:00", "day_of_week": "Friday"},
-         "weekly friday 17:00"),
-        ({"frequency": "weekly", "time": "17:00", "day_of_week": 5}, "weekly fri 17:00"),
-        ({"frequency": "weekly", "day_of_week": 7}, "weekly sun 18:00"),
-        ({"frequency": "weekly"}, "weekly mon 18:00"),
-        ("weekly", "weekly mon 18:00"),
-        ({"frequency": "monthly", "day": 1, "time": "20:00"}, "monthly 1 20:00"),
-        ({"frequency": "monthly", "day": "last", "time": "20:00"}, "monthly last 20:00"),
-        ({"frequency": "Monthly"}, "monthly 1 18:00"),
+        # the unified scheduler runs every daily plugin in its one daily job, whatever the
+        # plugin's own time; get_schedule() fills in "daily" when only a cron is given
+        ({"frequency": "daily", "time": "18:30"}, "daily"),
+        ({"time": "9:05"}, "daily"),
+        ({"cron": "0 6 * * *", "timezone": "Asia/Shanghai"}, "daily"),
+        # weekly plugins run on Saturday at 10:00, monthly ones on the 1st at 10:00
+        ({"frequency": "weekly", "time": "17:00", "day_of_week": "fri"}, "weekly sat 10:00"),
+        ({"frequency": "weekly"}, "weekly sat 10:00"),
+        ("weekly", "weekly sat 10:00"),
+        ({"frequency": "monthly", "day": 1, "time": "20:00"}, "monthly 1 10:00"),
+        ({"frequency": "Monthly"}, "monthly 1 10:00"),
+        # realtime plugins are not in any scheduled job
+        ({"frequency": "realtime", "time": "09:30"}, None),
+        ("realtime", None),
+        # stockq schedules of plugins written that way are kept
         ("weekly fri 18:00", "weekly fri 18:00"),
+        ("daily 19:30", "daily 19:30"),
+        ("monthly last 06:00", "monthly last 06:00"),
         ("0 18 * * 1-5", "0 18 * * 1-5"),
         ("30  19 * * 0", "30 19 * * 0"),
-        ({"cron": "0 20 * * 5"}, "0 20 * * 5"),
     ],
 )
 def test_schedules_are_mapped(schedule: Any, expected: str | None) -> None:
@@ -214,11 +218,10 @@ def test_schedules_are_mapped(schedule: Any, expected: str | None) -> None:
         "25:00",
         "0 25 * * *",  # the right shape, but no such hour
         "* * *",
+        "weekly someday 18:00",
+        "monthly 32 18:00",
+        "0 18 * * someday",
         {"frequency": "hourly", "time": "18:00"},
-        {"frequency": "daily", "time": "6pm"},
-        {"frequency": "weekly", "day_of_week": "someday", "time": "18:00"},
-        {"frequency": "weekly", "day_of_week": 9, "time": "18:00"},
-        {"frequency": "monthly", "day": 32, "time": "18:00"},
         ["daily"],
         42,
     ],
@@ -271,17 +274,24 @@ def test_the_worker_runner_runs_adapted_plugins_under_the_proxy(
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     registry = PluginRegistry([*discover()])
-    task = {"task_id": "t1", "plugin_name": "tushare_adj_factor", "task_type": "daily",
-            "attempt": 1, "trade_dates": ["20240103", "20240102"], "params": {"x": 1}}
+    task = {"task_id": "t1", "plugin_name": "tushare_adj_factor", "task_type": "incremental",
+            "attempt": 1, "trade_dates": ["2024-01-03", "20240102"], "params": {"x": 1}}
     out = run_task(registry, task, None, ProxyConfig(url="http://proxy.test:3128"))
     assert out.ok and out.records == 4 and out.checkpoint == "20240103"
     assert CALLS == [("tushare_adj_factor", {"x": 1, "trade_date": "20240102"}),
                      ("tushare_adj_factor", {"x": 1, "trade_date": "20240103"})]
-    single = {**task, "trade_dates": [], "start_date": "20240101", "end_date": "20240131"}
-    out = run_task(registry, single, None, ProxyConfig(url="http://proxy.test:3128"))
+    # a range is the trading days in it (weekdays: the stand-in has no calendar)
+    ranged = {**task, "task_type": "backfill", "trade_dates": [], "start_date": "20240105",
+              "end_date": "2024-01-08", "ts_code": "000001.SZ"}
+    CALLS.clear()
+    out = run_task(registry, ranged, None, ProxyConfig(url="http://proxy.test:3128"))
+    assert out.ok and out.checkpoint == "20240108"
+    assert CALLS == [("tushare_adj_factor", {"x": 1, "trade_date": d, "ts_code": "000001.SZ"})
+                     for d in ("20240105", "20240108")]
+    one = {**task, "trade_dates": ["20240102"]}
+    out = run_task(registry, one, None, ProxyConfig(url="http://proxy.test:3128"))
     assert out.ok and out.result["message"] == "HTTP_PROXY set"
-    assert CALLS[-1][1] == {"x": 1, "start_date": "20240101", "end_date": "20240131"}
-    out = run_task(registry, single, None, ProxyConfig())
+    out = run_task(registry, one, None, ProxyConfig())
     assert out.ok and out.result["message"] == "HTTP_PROXY not set"
 
 
@@ -294,7 +304,7 @@ def test_the_registry_resolves_the_dependency_order(sds: Any) -> None:
         ["tushare_daily", "tushare_adj_factor"]
     assert registry.group("stock_datasource") == ["tushare_adj_factor", "tushare_daily"]
     described = registry.describe("tushare_daily")
-    assert described["schedule"] == "daily 18:30" and described["default_max_attempts"] == 3
+    assert described["schedule"] == "daily" and described["default_max_attempts"] == 3
 
 
 # ------------------------------------------------------------------- no package

@@ -224,7 +224,7 @@ async def cancel_execution_route(request: web.Request) -> web.Response:
 async def list_plugins(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     return jsonable({"plugins": [registry.describe(n) for n in registry.names()],
-                     "groups": registry.groups()})
+                     "groups": registry.groups(), "unavailable": registry.unavailable})
 
 
 # ------------------------------------------------------------------ schedules
@@ -351,7 +351,8 @@ ROUTES: tuple[Route, ...] = (
                   Param("until", "query", description="date or ISO 8601 time (exclusive)"),
                   Param("limit", "query", "integer", "1-500, default 50")),
           errors=(400, 401, 502, 503), tag="warehouse"),
-    Route("GET", f"{V1}/plugins", list_plugins, "Registered plugins and groups",
+    Route("GET", f"{V1}/plugins", list_plugins,
+          "Registered plugins and groups, and plugins found but not loaded (with why)",
           errors=(401,), tag="plugins"),
     Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",
           errors=(503,), tag="operations"),

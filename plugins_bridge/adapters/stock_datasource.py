@@ -1,123 +1,229 @@
-"""Plugins of the ``stock_datasource`` project as stockq plugins.
+"""Plugins of the ``stock_datasource`` project as stockq plugins, run as that project's
+own task worker (``services/task_worker.py``) runs them.
 
-:func:`discover` takes ``stock_datasource.core.plugin_manager.plugin_manager`` (running
-its ``discover_plugins()`` when nothing is registered yet) and wraps every enabled
-``BasePlugin`` in an :class:`AdaptedPlugin`.  Without ``stock_datasource`` installed it
-returns ``[]``.  Every accessor of the original is optional and may fail: a plugin whose
-name, ``is_enabled()``, ``get_config()``, ``get_rate_limit()`` or ``get_dependencies()``
-raises is skipped (``plugins.adapter_skipped``) and the others are still adapted.
+:func:`discover` first makes the ``tushare`` package keep its token in memory and route
+task calls through stockq (:mod:`plugins_bridge.adapters.sds_tushare`), then takes
+``stock_datasource.core.plugin_manager.plugin_manager`` (running its
+``discover_plugins()`` when nothing is registered yet) and wraps every enabled plugin in
+an :class:`AdaptedPlugin`.  Without ``stock_datasource`` installed it returns ``[]``.
+What could not be loaded is kept in :func:`unavailable` (and logged): the plugin manager
+itself (``plugins.adapter_failed``: e.g. it needs ``TUSHARE_TOKEN`` to import), a plugin
+module that fails to import (``plugins.adapter_module_failed``: a missing dependency,
+which the manager only logs) and a plugin that cannot be adapted
+(``plugins.adapter_skipped``).
 
-Mapping (``config`` is the plugin's ``get_config()``, its config.json):
+Mapping (``config`` is the plugin's config.json), each as stock_datasource behaves:
 
-* ``default_timeout_seconds``: ``config["timeout_seconds"]``, else ``config["timeout"]``;
-* ``default_max_attempts``: ``config["retry_attempts"]``, else ``config["max_retries"]``,
-  plus one: both count *retries* after the first attempt, stockq counts attempts, so
-  ``retry_attempts: 2`` is 3 attempts and ``0`` is 1;
-* ``rate_limit_per_minute``: ``get_rate_limit()``, else ``config["rate_limit"]``;
-* ``dependencies``: ``get_dependencies()`` followed by ``config["dependencies"]``
-  (without repeats or the plugin itself);
-* ``schedule`` (see :func:`map_schedule`): ``config["schedule"]``;
-* ``groups``: ``("stock_datasource",)``; ``description``: the plugin's, else the config's.
-
-A number that is not a positive whole number (``retry_attempts`` may be 0) is ignored
-with ``plugins.adapter_value_ignored``, and the queue's default applies; a schedule that
-cannot be mapped is dropped with ``plugins.adapter_schedule_ignored`` (the plugin is
-then not scheduled, but can still be submitted).
+* ``default_max_attempts`` 3, ``default_timeout_seconds`` 3600 and ``task_timeouts``
+  ``{"full": 7200, "backfill": 7200}``: its queue gives every task 3 attempts and its
+  sync service 3600 s for incremental tasks, 7200 s for others.  The config's
+  ``retry_attempts`` and ``timeout`` are not used for tasks there (they describe the
+  plugin's own HTTP retries and request timeout), and are not here;
+* ``rate_limit_per_minute``: ``get_rate_limit()`` (config ``rate_limit``, or its
+  ``calls_per_minute``), else 120: the shared quota of its TuShare calls;
+* ``dependencies``: ``get_dependencies()`` and config ``dependencies``;
+  ``optional_dependencies``: ``get_optional_dependencies()``;
+* ``schedule`` (:func:`map_schedule`) from ``get_schedule()``: its unified scheduler runs
+  one daily job of every ``daily`` plugin (``daily``: stockq's ``daily_sync``), weekly
+  plugins on Saturday at 10:00 and monthly ones on the 1st at 10:00, whatever the
+  plugin's own time or day; ``realtime`` plugins are not scheduled;
+* arguments of each task type: :mod:`plugins_bridge.adapters.sds_plan` (``plan_runs``);
+* ``groups``: ``("stock_datasource",)``.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import pkgutil
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from app.errors import ConfigError
 from app.logs import get_logger
-from app.scheduler.triggers import DAY_NAMES, cron_trigger
+from plugins_bridge.adapters import sds_tushare
+from plugins_bridge.adapters.sds_plan import (
+    FULL_SYNC_DAYS,
+    MARKET_CN,
+    MARKET_HK,
+    Calendar,
+    Planner,
+    classify_failure,
+    detect_style,
+)
+from plugins_bridge.contract import RunPlan
+from plugins_bridge.progress import TaskContext
 
 log = get_logger("stockq.plugins")
 
 PACKAGE = "stock_datasource"
 MANAGER_MODULE = "stock_datasource.core.plugin_manager"
+PLUGINS_PACKAGE = "stock_datasource.plugins"
 GROUP = "stock_datasource"
-DEFAULT_TIME = "18:00"  # BasePlugin.get_schedule()'s defaults
-DEFAULT_WEEKDAY = "mon"
-DEFAULT_MONTH_DAY = "1"
+MAX_ATTEMPTS = 3  # services/task_queue.py: max_attempts of every task
+TIMEOUT_SECONDS = 3600  # incremental; modules/datamanage/service.py
+LONG_TIMEOUT_SECONDS = 7200  # full and backfill
+WEEKLY = "weekly sat 10:00"  # tasks/unified_scheduler.py: the weekly and monthly jobs
+MONTHLY = "monthly 1 10:00"
 
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-_FREQUENCIES = ("daily", "weekly", "monthly")
+_CLOCK = r"([01]?\d|2[0-3]):[0-5]\d"
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sunday", "monday", "tuesday",
+         "wednesday", "thursday", "friday", "saturday")
+_SHORTHAND = re.compile(rf"^(daily {_CLOCK}|weekly ({'|'.join(_DAYS)}|[0-7]) {_CLOCK}|"
+                        rf"monthly (3[01]|[12]\d|[1-9]|last) {_CLOCK})$")
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12))
 
 
 class _Skip(Exception):
     """The plugin cannot be adapted (the reason is the message)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Something of stock_datasource that could not be loaded, and why."""
+
+    name: str
+    reason: str
+    source: str = GROUP
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "name": self.name, "reason": self.reason}
+
+
+_unavailable: list[Unavailable] = []
+
+
+def unavailable() -> list[Unavailable]:
+    """What the last :func:`discover` could not load."""
+    return list(_unavailable)
+
+
 class AdaptedPlugin:
     """A stock_datasource ``BasePlugin`` behind the stockq plugin contract."""
 
     groups: tuple[str, ...] = (GROUP,)
-    optional_dependencies: tuple[str, ...] = ()
 
     def __init__(self, original: Any, *, name: str, description: str = "",
-                 version: str = "", default_timeout_seconds: int | None = None,
-                 default_max_attempts: int | None = None,
-                 rate_limit_per_minute: int | None = None,
-                 dependencies: Iterable[str] = (), schedule: str | None = None) -> None:
+                 version: str = "", rate_limit_per_minute: int | None = None,
+                 dependencies: Iterable[str] = (), optional_dependencies: Iterable[str] = (),
+                 schedule: str | None = None, planner: Planner | None = None) -> None:
         self.original = original
         self.name = name
         self.description = description
         self.version = version
-        self.default_timeout_seconds = default_timeout_seconds
-        self.default_max_attempts = default_max_attempts
+        self.default_timeout_seconds = TIMEOUT_SECONDS
+        self.task_timeouts = {"full": LONG_TIMEOUT_SECONDS, "backfill": LONG_TIMEOUT_SECONDS}
+        self.default_max_attempts = MAX_ATTEMPTS
         self.rate_limit_per_minute = rate_limit_per_minute
         self.dependencies: tuple[str, ...] = tuple(dependencies)
+        self.optional_dependencies: tuple[str, ...] = tuple(optional_dependencies)
         self.schedule = schedule
+        self.planner = planner or Planner(name, detect_style(name, {}), MARKET_CN,
+                                          FULL_SYNC_DAYS, Calendar())
+
+    def plan_runs(self, task: TaskContext) -> RunPlan:
+        """The ``run()`` calls of ``task`` (:mod:`plugins_bridge.adapters.sds_plan`)."""
+        return self.planner.plan(task)
 
     def run(self, **params: Any) -> dict[str, Any]:
-        """The original ``run(**params)``; its exceptions propagate (the worker
-        classifies them); a result that is not a dict becomes a failed result."""
-        result = self.original.run(**params)
-        if isinstance(result, dict):
-            return result
-        return {"status": "failed", "error_type": "invalid_result",
-                "error": f"stock_datasource plugin {self.name!r} returned "
-                         f"{type(result).__name__}, not a result dict"}
+        """The original ``run(**params)`` with its TuShare calls routed through stockq;
+        a failed result gets the ``error_type`` of its cause.  Exceptions propagate
+        (the worker classifies them); a result that is not a dict is a failure."""
+        from plugins_bridge.runner import failure_text
+
+        with sds_tushare.calls_of(self.name, self.rate_limit_per_minute) as calls, \
+                _logged_errors() as logged:
+            result = self.original.run(**params)
+        if not isinstance(result, dict):
+            return {"status": "failed", "error_type": "invalid_result",
+                    "error": f"stock_datasource plugin {self.name!r} returned "
+                             f"{type(result).__name__}, not a result dict"}
+        if result.get("status") != "success":
+            text = failure_text(result)
+            kind, retry_after = classify_failure(result, text, calls.errors)
+            result = {**result, "error_type": kind}
+            if retry_after:
+                result["retry_after"] = retry_after
+            cause = str(calls.errors[-1]) if calls.errors else _cause(logged)
+            if cause and cause not in text and not result.get("error_detail"):
+                result["error_detail"] = f"cause: {cause}"
+        return result
 
     def __repr__(self) -> str:
         return f"AdaptedPlugin({self.name!r})"
 
 
+class _ErrorLog(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        # the ClickHouse client logs "... status=404, url=..., body=<ClickHouse's message>"
+        self.messages.append(text.split("body=", 1)[-1].strip()[:CAUSE_CHARS])
+
+
+CAUSE_CHARS = 500
+
+
+def _cause(logged: list[str]) -> str:
+    """The last logged error that carries a server's exception text, else the last."""
+    return next((m for m in reversed(logged) if "Exception" in m), logged[-1] if logged else "")
+
+
+@contextmanager
+def _logged_errors() -> Iterator[list[str]]:
+    """The error lines stock_datasource's modules log through ``logging`` meanwhile: a
+    result often holds only ``RetryError[...]``, the cause is in the log."""
+    messages: list[str] = []
+    handler = _ErrorLog(messages)
+    logger = logging.getLogger(PACKAGE)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
 # ----------------------------------------------------------------------- discovery
+def _failed(name: str, exc: BaseException, event: str = "plugins.adapter_failed") -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    _unavailable.append(Unavailable(name, reason))
+    log.warning(event, adapter=PACKAGE, module=name, error=reason)
+
+
 def discover() -> list[AdaptedPlugin]:
     """Every enabled stock_datasource plugin, adapted; ``[]`` without the package."""
+    _unavailable.clear()
+    try:
+        importlib.import_module(PACKAGE)
+    except ImportError as exc:
+        if (exc.name or "") != PACKAGE:
+            _failed(PACKAGE, exc)
+        return []
+    sds_tushare.install()  # before the plugins' modules call tushare.set_token()
     try:
         module = importlib.import_module(MANAGER_MODULE)
-    except ImportError as exc:
-        missing = exc.name or ""
-        if missing != PACKAGE:  # installed, but something it needs is not: say so
-            log.warning("plugins.adapter_failed", adapter=PACKAGE,
-                        error=f"{type(exc).__name__}: {exc}")
-        return []
-    except Exception as exc:
-        log.warning("plugins.adapter_failed", adapter=PACKAGE,
-                    error=f"{type(exc).__name__}: {exc}")
-        return []
-    try:
         manager = module.plugin_manager
         if not manager.plugins:
             manager.discover_plugins()
         originals = list(dict(manager.plugins).items())
-    except Exception as exc:
-        log.warning("plugins.adapter_failed", adapter=PACKAGE,
-                    error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # e.g. it cannot be imported without TUSHARE_TOKEN
+        _failed(MANAGER_MODULE, exc)
         return []
+    _find_failed_modules(originals)
     adapted: list[AdaptedPlugin] = []
+    calendar = Calendar()
     for key, original in originals:
         try:
-            plugin = adapt(original)
+            plugin = adapt(original, calendar)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, _Skip) else f"{type(exc).__name__}: {exc}"
+            _unavailable.append(Unavailable(str(key), reason))
             log.warning("plugins.adapter_skipped", adapter=PACKAGE, plugin=str(key),
                         reason=reason)
             continue
@@ -126,7 +232,26 @@ def discover() -> list[AdaptedPlugin]:
     return adapted
 
 
-def adapt(original: Any) -> AdaptedPlugin | None:
+def _find_failed_modules(originals: list[tuple[str, Any]]) -> None:
+    """The plugin modules the manager could not import (it only logs them)."""
+    try:
+        package = importlib.import_module(PLUGINS_PACKAGE)
+        folders = list(getattr(package, "__path__", []))
+    except Exception:
+        return
+    loaded = {type(p).__module__.split(".")[2] for _, p in originals
+              if type(p).__module__.startswith(PLUGINS_PACKAGE + ".")}
+    for info in pkgutil.iter_modules(folders):
+        if info.name.startswith("_") or info.name in loaded:
+            continue
+        name = f"{PLUGINS_PACKAGE}.{info.name}"
+        try:
+            importlib.import_module(name)  # a failed import is not cached: same error
+        except Exception as exc:
+            _failed(name, exc, "plugins.adapter_module_failed")
+
+
+def adapt(original: Any, calendar: Calendar | None = None) -> AdaptedPlugin | None:
     """``original`` as an :class:`AdaptedPlugin`, or None when it is disabled.  Raises
     when the plugin is unusable (no name or run, an accessor that fails)."""
     name = getattr(original, "name", None)
@@ -138,19 +263,26 @@ def adapt(original: Any) -> AdaptedPlugin | None:
     if not _enabled(original, config):
         return None
     description = _text(getattr(original, "description", "")) or _text(config.get("description"))
-    timeout = _first_count(name, config, ("timeout_seconds", "timeout"))
-    retries = _first_count(name, config, ("retry_attempts", "max_retries"), minimum=0)
     rate = _call(original, "get_rate_limit")
-    rate_limit = (_count(name, "get_rate_limit()", rate) if rate is not None
-                  else _first_count(name, config, ("rate_limit",)))
+    category = getattr(_call(original, "get_category"), "value", "")
+    full_days = _count(name, "full_sync_days", config.get("full_sync_days")) \
+        if config.get("full_sync_days") is not None else None
+    planner = Planner(name, detect_style(name, config),
+                      MARKET_HK if category == "hk_stock" else MARKET_CN,
+                      full_days or FULL_SYNC_DAYS, calendar or Calendar())
+    schedule_source = (_call(original, "get_schedule")
+                       if callable(getattr(original, "get_schedule", None))
+                       else config.get("schedule"))
     return AdaptedPlugin(
         original, name=name, description=description,
         version=_text(getattr(original, "version", "")),
-        default_timeout_seconds=timeout,
-        default_max_attempts=None if retries is None else retries + 1,
-        rate_limit_per_minute=rate_limit,
-        dependencies=_dependencies(name, original, config),
-        schedule=map_schedule(config.get("schedule"), name),
+        rate_limit_per_minute=_rate_limit(name, rate if rate is not None
+                                          else config.get("rate_limit")),
+        dependencies=_names(name, [_call(original, "get_dependencies"),
+                                   config.get("dependencies")]),
+        optional_dependencies=_names(name, [_call(original, "get_optional_dependencies")]),
+        schedule=map_schedule(schedule_source, name),
+        planner=planner,
     )
 
 
@@ -179,9 +311,9 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _count(plugin: str, key: str, value: Any, minimum: int = 1) -> int | None:
-    """``value`` as a whole number >= ``minimum`` (``"120"`` and ``120.0`` too), else
-    None with a warning."""
+def _count(plugin: str, key: str, value: Any) -> int | None:
+    """``value`` as a whole number >= 1 (``"120"`` and ``120.0`` too), else None with a
+    warning."""
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -189,24 +321,27 @@ def _count(plugin: str, key: str, value: Any, minimum: int = 1) -> int | None:
         number = int(value)
     elif isinstance(value, str) and value.strip().isdigit():
         number = int(value.strip())
-    if number is None or number < minimum:
+    if number is None or number < 1:
         log.warning("plugins.adapter_value_ignored", adapter=PACKAGE, plugin=plugin,
                     key=key, value=repr(value))
         return None
     return number
 
 
-def _first_count(plugin: str, config: dict[str, Any], keys: tuple[str, ...],
-                 minimum: int = 1) -> int | None:
-    for key in keys:
-        if config.get(key) is not None:
-            return _count(plugin, key, config[key], minimum)
-    return None
+def _rate_limit(plugin: str, value: Any) -> int:
+    """Calls per minute: a number, or a dict's ``calls_per_minute``; else 120."""
+    if value is None:
+        return sds_tushare.DEFAULT_RATE_LIMIT
+    if isinstance(value, Mapping):
+        if "calls_per_minute" not in value:
+            return sds_tushare.DEFAULT_RATE_LIMIT
+        value = value["calls_per_minute"]
+    return _count(plugin, "rate_limit", value) or sds_tushare.DEFAULT_RATE_LIMIT
 
 
-def _dependencies(name: str, original: Any, config: dict[str, Any]) -> tuple[str, ...]:
+def _names(name: str, sources: list[Any]) -> tuple[str, ...]:
     declared: list[Any] = []
-    for value in (_call(original, "get_dependencies"), config.get("dependencies")):
+    for value in sources:
         if value is None:
             continue
         if isinstance(value, str) or not isinstance(value, Iterable):
@@ -223,73 +358,57 @@ def _dependencies(name: str, original: Any, config: dict[str, Any]) -> tuple[str
 
 # ------------------------------------------------------------------------ schedule
 def map_schedule(value: Any, plugin: str = "") -> str | None:
-    """A stock_datasource schedule as a stockq ``schedule``, or None (no schedule, or
-    one that cannot be mapped: dropped with ``plugins.adapter_schedule_ignored``).
+    """A stock_datasource schedule as a stockq ``schedule`` (see the module docstring),
+    or None: not scheduled (``realtime``, none, or one that cannot be mapped, dropped
+    with ``plugins.adapter_schedule_ignored``).
 
-    * ``"daily"`` (or ``{"frequency": "daily"}`` without a time) -> ``"daily"``: the
-      plugin joins the daily sync;
-    * ``"HH:MM"`` and ``{"frequency": "daily", "time": "HH:MM"}`` -> ``"daily HH:MM"``
-      (stockq's daily runs Monday to Friday);
-    * ``{"frequency": "weekly", "day_of_week": D, "time": T}`` -> ``"weekly D T"``; D is
-      a day name (``fri``, ``friday``) or a crontab number (0 or 7 = Sunday, 5 = Friday),
-      default ``mon``;
-    * ``{"frequency": "monthly", "day": N, "time": T}`` -> ``"monthly N T"``; N is 1-31 or
-      ``last``, default 1;
-    * a missing time is 18:00 (except for daily, see above), as ``BasePlugin.get_schedule``;
-    * ``"weekly"``/``"monthly"`` alone take the defaults;
-    * any other string (``"weekly fri 18:00"``, a crontab) is kept when stockq accepts it;
-      a dict may also hold one as ``"cron"``.
+    A dict (what ``get_schedule()`` returns) counts by its ``frequency`` (default
+    ``daily``, also for a ``cron`` entry, as ``get_schedule()`` fills it in): ``daily``
+    -> ``"daily"`` (stockq's daily sync), ``weekly`` -> ``"weekly sat 10:00"``,
+    ``monthly`` -> ``"monthly 1 10:00"``, ``realtime`` -> None.  A string is a
+    frequency word, or a stockq schedule kept as it is (``"weekly fri 18:00"``, a
+    5-field crontab) for plugins written that way.
     """
     try:
-        mapped = _map(value)
-        if mapped is not None and mapped != "daily":
-            cron_trigger(mapped, "UTC")  # validates fields too (normalise checks the shape)
-        return mapped
-    except (ConfigError, _Skip) as exc:
+        return _map(value)
+    except _Skip as exc:
         log.warning("plugins.adapter_schedule_ignored", adapter=PACKAGE, plugin=plugin,
                     schedule=repr(value), reason=str(exc))
         return None
 
 
+_BY_FREQUENCY: dict[str, str | None] = {"daily": "daily", "weekly": WEEKLY,
+                                        "monthly": MONTHLY, "realtime": None}
+
+
 def _map(value: Any) -> str | None:
     if value is None or value == "" or value == {}:
         return None
-    if isinstance(value, str):
-        text = " ".join(value.split())
-        lowered = text.lower()
-        if _CLOCK.match(text):
-            return f"daily {text}"
-        if lowered in _FREQUENCIES:
-            return _map({"frequency": lowered})
+    if isinstance(value, Mapping):
+        frequency = str(value.get("frequency") or "daily").strip().lower()
+        if frequency not in _BY_FREQUENCY:
+            raise _Skip(f"frequency {frequency!r} is not daily, weekly, monthly or realtime")
+        return _BY_FREQUENCY[frequency]
+    if not isinstance(value, str):
+        raise _Skip(f"a schedule must be a dict or a string, not {type(value).__name__}")
+    text = " ".join(value.split()).lower()
+    if text in _BY_FREQUENCY:
+        return _BY_FREQUENCY[text]
+    if _SHORTHAND.match(text) or _valid_cron(text):
         return text
-    if not isinstance(value, Mapping):
-        raise _Skip(f"a schedule must be a string or a dict, not {type(value).__name__}")
-    if value.get("cron"):
-        return _map(str(value["cron"]))
-    frequency = str(value.get("frequency") or "daily").strip().lower()
-    time = value.get("time")
-    if frequency == "daily" and not time:
-        return "daily"
-    clock = str(time or DEFAULT_TIME).strip()
-    if not _CLOCK.match(clock):
-        raise _Skip(f"time {time!r} is not HH:MM")
-    if frequency == "daily":
-        return f"daily {clock}"
-    if frequency == "weekly":
-        return f"weekly {_weekday(value.get('day_of_week'))} {clock}"
-    if frequency == "monthly":
-        day = value.get("day", value.get("day_of_month"))
-        day_text = DEFAULT_MONTH_DAY if day is None else str(day).strip().lower()
-        return f"monthly {day_text} {clock}"
-    raise _Skip(f"frequency {frequency!r} is not daily, weekly or monthly")
+    raise _Skip("not a frequency, 'daily HH:MM', 'weekly DAY HH:MM', 'monthly N HH:MM' "
+                "or a 5-field crontab")
 
 
-def _weekday(day: Any) -> str:
-    if day is None or day == "":
-        return DEFAULT_WEEKDAY
-    if isinstance(day, int) and not isinstance(day, bool) and 0 <= day <= 7:
-        return DAY_NAMES[day % 7]
-    text = str(day).strip().lower()
-    if text.isdigit() and 0 <= int(text) <= 7:
-        return DAY_NAMES[int(text) % 7]
-    return text  # a name; normalise rejects what is not one
+def _valid_cron(text: str) -> bool:
+    fields = text.split(" ")
+    if len(fields) != 5 or any(token not in ("*", *_DAYS, *"01234567")
+                               for token in re.split(r"[,/-]", fields[4])):
+        return False
+    for raw, (low, high) in zip(fields[:4], _CRON_BOUNDS, strict=True):
+        if not _CRON_FIELD.match(raw):
+            return False
+        numbers = [int(n) for n in re.findall(r"(?<![/\d])\d+", raw)]
+        if any(not low <= n <= high for n in numbers):
+            return False
+    return True
