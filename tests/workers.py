@@ -41,11 +41,11 @@ class WorkerProcess:
     """``python -m app.cli worker`` with its JSON log captured to a file."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str,
-                 command: str = "worker") -> None:
+                 command: str = "worker", python: str = sys.executable) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed by stop() or kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", command, *args],
+            [python, "-m", "app.cli", command, *args],
             env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
