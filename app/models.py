@@ -456,7 +456,7 @@ class Leased(Protocol):
 WORK_FIELDS = (
     "task_id", "plugin_name", "attempt", "execution_id", "timeout_seconds", "checkpoint",
     "records_processed", "task_type", "trade_dates", "start_date", "end_date", "params",
-    "memory_limit_mb",
+    "memory_limit_mb", "ts_code", "data_source",
 )
 
 

@@ -335,7 +335,7 @@ async def test_worker_claims_return_what_running_needs(queue: TaskQueue) -> None
         "task_id": first, "plugin_name": "noop", "task_type": stored.task_type,
         "trade_dates": ["20240102", "20240103"], "start_date": "", "end_date": "",
         "params": {"x": 1}, "attempt": 1, "checkpoint": "", "records_processed": 0,
-        "execution_id": "", "memory_limit_mb": 256,
+        "execution_id": "", "memory_limit_mb": 256, "ts_code": "", "data_source": "",
     }
     nxt = await queue.complete(item, 3, checkpoint="20240103", claim_for="w1")
     assert nxt is not None and nxt.task_id == second and nxt.lease_token

@@ -328,7 +328,8 @@ end
 -- `work` true, only the values of the fields a worker needs to run it, in this order
 -- (app/models.py: WORK_FIELDS): task_id, plugin_name, attempt (the new one),
 -- execution_id, timeout_seconds, checkpoint, records_processed, task_type,
--- trade_dates, start_date, end_date, params, memory_limit_mb (false when absent).
+-- trade_dates, start_date, end_date, params, memory_limit_mb, ts_code, data_source
+-- (false when absent).
 -- Move retrying tasks whose backoff has elapsed from stock:delayed to the front of
 -- their ready queue (at most `limit`).  Returns how many were promoted.
 local function promote_due(limit)
@@ -362,7 +363,7 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
             local t = redis.call('HMGET', key, 'status', 'waiting', 'schema', 'plugin_name',
                 'timeout_seconds', 'execution_id', 'attempt', 'checkpoint',
                 'records_processed', 'task_type', 'trade_dates', 'start_date', 'end_date',
-                'params', 'memory_limit_mb')
+                'params', 'memory_limit_mb', 'ts_code', 'data_source')
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
                 if not t[3] then
                     -- pushed by a producer of the original format: index it now, and
@@ -394,7 +395,7 @@ local function claim_next(worker, token, lease_ms, promote_limit, work)
                 end
                 if work then
                     return {id, t[4], attempt, t[6], t[5], t[8], t[9], t[10], t[11], t[12],
-                        t[13], t[14], t[15]}
+                        t[13], t[14], t[15], t[16], t[17]}
                 end
                 return redis.call('HGETALL', key)
             end

@@ -126,6 +126,8 @@ def work_payload(f: dict[str, str]) -> dict[str, Any]:
         "records_processed": _int(f.get("records_processed")),
         "execution_id": f.get("execution_id", ""),
         "memory_limit_mb": _int(f.get("memory_limit_mb")),
+        # the original producer's fields (stock_datasource's plugins take them)
+        "ts_code": f.get("ts_code", ""), "data_source": f.get("data_source", ""),
     }
 
 
