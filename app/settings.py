@@ -193,7 +193,9 @@ def _legacy_redis_url(env: Mapping[str, str]) -> str | None:
     if not host:
         return None
     port = env.get("REDIS_PORT", "6379").strip()
-    db = env.get("REDIS_DB", "0").strip()
+    # stock_datasource's own default (its settings.py: db 1, to stay apart from the
+    # Langfuse of its deployment in db 0): its producers and stockq meet in one database
+    db = env.get("REDIS_DB", "1").strip()
     for name, raw, top in (("REDIS_PORT", port, 65535), ("REDIS_DB", db, 1_000_000)):
         if not raw.isdigit() or not 0 <= int(raw) <= top:
             raise ConfigError(f"{name}={raw!r} must be an integer between 0 and {top}")

@@ -132,7 +132,7 @@ def test_every_stored_secret_of_the_settings_is_known() -> None:
                    CH_PASSWORD, "qpass-9"):
         assert secret not in masked, masked
     assert masked.startswith("*** *** *** ***")
-    assert "redis://:***@redis.internal:6379/0" in masked
+    assert "redis://:***@redis.internal:6379/1" in masked
     assert redactor_for(settings) is r  # built once per settings
     assert Redactor.from_settings(Settings()).needles == ()  # nothing stored: nothing sought
 

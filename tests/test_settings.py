@@ -77,7 +77,8 @@ def test_legacy_host_port_password_db_build_the_url() -> None:
 
 
 def test_legacy_defaults_and_precedence() -> None:
-    assert load_settings({"REDIS_HOST": "h"}).redis_url == "redis://h:6379/0"
+    # db 1, as stock_datasource's producers use it without REDIS_DB
+    assert load_settings({"REDIS_HOST": "h"}).redis_url == "redis://h:6379/1"
     # port/db alone do nothing without a host
     assert load_settings({"REDIS_PORT": "7000"}).redis_url == "redis://127.0.0.1:6379/0"
     env = {"STOCKQ_REDIS_URL": "redis://new:1234/3", "REDIS_HOST": "old"}
@@ -97,7 +98,7 @@ def test_legacy_defaults_and_precedence() -> None:
         ({"STOCKQ_REDIS_URL": "redis://h:99999/0"}, "is malformed"),
         ({"REDIS_HOST": "h", "REDIS_PORT": "abc"}, "REDIS_PORT='abc'"),
         ({"REDIS_HOST": "h", "REDIS_DB": "one"}, "REDIS_DB='one'"),
-        ({"REDIS_HOST": "h:1"}, "REDIS_HOST='redis://h:1:6379/0' is malformed"),
+        ({"REDIS_HOST": "h:1"}, "REDIS_HOST='redis://h:1:6379/1' is malformed"),
         ({"STOCKQ_KEY_PREFIX": ""}, "STOCKQ_KEY_PREFIX"),
         ({"STOCKQ_KEY_PREFIX": "my prefix"}, "STOCKQ_KEY_PREFIX"),
         ({"STOCKQ_LOG_LEVEL": "loud"}, "STOCKQ_LOG_LEVEL"),
