@@ -256,3 +256,59 @@ def test_doctor_and_the_plugins_route_name_what_did_not_load(
     assert "TuShare token not configured" in failed["detail"]
     assert "TUSHARE_TOKEN" in failed["fix"]
     assert found["route"][2][0]["name"] == "stock_datasource.core.plugin_manager"
+
+
+ENQUEUE = """
+import json, sys
+from stock_datasource.services.task_queue import task_queue
+dates = ["2024-01-16", "2024-01-17"]
+print(json.dumps([task_queue.enqueue("tushare_adj_factor", "backfill", trade_dates=dates),
+                  task_queue.enqueue("tushare_top_list", "backfill", trade_dates=dates,
+                                     ts_code="000001.SZ")]))
+"""
+READ = """
+import json, sys
+from stock_datasource.services.task_queue import task_queue
+print(json.dumps(task_queue.get_task(sys.argv[1]) if len(sys.argv) > 1 else {}))
+"""
+
+
+def test_a_task_of_the_original_producer_runs_as_it_was_queued(
+        sds_python: str, snapshot_src: Path, clickhouse: ClickHouseHttp, fake: FakeTushare,
+        tmp_path: Path) -> None:
+    """stock_datasource's own TaskQueue.enqueue with only REDIS_HOST/REDIS_PORT set (so
+    its db 1), dates with dashes and a ts_code: a worker configured the same way runs it."""
+    from tests.redis_server import RedisServer
+    from tests.workers import WorkerProcess, wait_until
+
+    server = RedisServer().start()
+    legacy = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(server.port)}
+    try:
+        env = sds_environment(server.url, snapshot_src, clickhouse, tmp_path / "home",
+                              STOCKQ_TUSHARE_URL=fake.url, **legacy)
+        env.pop("STOCKQ_REDIS_URL")
+        worker = WorkerProcess(env, tmp_path / "worker.log", python=sds_python)
+        try:
+            worker.wait_started(timeout=120)
+            ids = run_in_snapshot(sds_python, snapshot_src, ENQUEUE,
+                                  {**legacy, "TUSHARE_TOKEN": TOKEN})
+            db1 = redis.Redis(host="127.0.0.1", port=server.port, db=1, decode_responses=True)
+            adj, top = (wait_until(
+                lambda i=i: (h := db1.hgetall(f"stock:task:{i}")).get("status") in
+                ("completed", "failed") and h, 120, "the original task to end") for i in ids)
+            db1.close()
+        finally:
+            worker.stop()
+    finally:
+        server.cleanup()
+    assert adj["status"] == "completed", adj.get("error_message")
+    assert top["status"] == "completed", top.get("error_message")
+    # the dashes were removed: a day each, all of its rows
+    rows = sum(_expected("adj_factor", d) for d in ("20240116", "20240117"))
+    assert adj["records_processed"] == str(rows) and adj["checkpoint"] == "20240117"
+    assert _rows(clickhouse, "ods_adj_factor",
+                 "WHERE trade_date IN ('2024-01-16', '2024-01-17')") == rows
+    # the producer's ts_code reached the plugin that takes one (and TuShare)
+    assert [p for api, p in fake.calls if api == "top_list"] == [
+        {"trade_date": "20240116", "ts_code": "000001.SZ"},
+        {"trade_date": "20240117", "ts_code": "000001.SZ"}]
