@@ -37,6 +37,13 @@ DEPLOYMENT_TABLES = (
     "created_at DateTime, updated_at DateTime) "
     "ENGINE = ReplacingMergeTree(version) ORDER BY (ts_code, trade_date)",
 )
+#: tushare_stock_basic replaces it (and ods_stock_basic) on every run
+DIM_SECURITY = (
+    "CREATE TABLE IF NOT EXISTS dim_security (ts_code String, symbol String, name String, "
+    "area Nullable(String), industry Nullable(String), market String, "
+    "list_date Nullable(Date), delist_date Nullable(Date), list_status String, "
+    "version UInt32, _ingested_at DateTime) "
+    "ENGINE = ReplacingMergeTree(version) ORDER BY ts_code")
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +115,8 @@ def run_in_snapshot(python: str, snapshot: Path, script: str, env: dict[str, str
                     timeout: float = 180) -> Any:
     """Run ``script`` with the snapshot's environment; it prints one JSON document."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("STOCKQ_")}
-    base.update(PYTHONPATH=sds_env.pythonpath(snapshot), HOME=tempfile.mkdtemp(),
-                STOCKQ_DATA_DIR=tempfile.mkdtemp(), **(env or {}))
+    base.update({"PYTHONPATH": sds_env.pythonpath(snapshot), "HOME": tempfile.mkdtemp(),
+                 "STOCKQ_DATA_DIR": tempfile.mkdtemp(), **(env or {})})
     out = subprocess.run([python, "-c", script], env=base, cwd=sds_env.ROOT,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -312,3 +312,68 @@ def test_a_task_of_the_original_producer_runs_as_it_was_queued(
     assert [p for api, p in fake.calls if api == "top_list"] == [
         {"trade_date": "20240116", "ts_code": "000001.SZ"},
         {"trade_date": "20240117", "ts_code": "000001.SZ"}]
+
+
+RUN_DAILY_SYNC = """
+import asyncio, json
+from aiohttp.test_utils import TestClient, TestServer
+from app.api.app import create_app
+from app.settings import load_settings
+
+async def run():
+    async with TestClient(TestServer(create_app(load_settings()))) as client:
+        reply = await client.post("/api/v1/schedules/daily_sync/run", json={})
+        return reply.status, await reply.json()
+
+print(json.dumps(asyncio.run(run())))
+"""
+
+
+def test_the_daily_sync_runs_the_daily_plugins_in_dependency_order(
+        sds_python: str, snapshot_src: Path, fake: FakeTushare, tmp_path: Path) -> None:
+    from app.models import TaskStatus
+    from tests.redis_server import RedisServer
+    from tests.sds_support import DEPLOYMENT_TABLES, DIM_SECURITY
+
+    found = run_in_snapshot(sds_python, snapshot_src, DISCOVER, {"TUSHARE_TOKEN": TOKEN})
+    plugins: dict[str, Any] = found["plugins"]
+    daily = {n for n, p in plugins.items() if p["schedule"] == "daily"}
+    server = RedisServer().start()
+    with ClickHouseHttp(tmp_path / "clickhouse") as ch:
+        ch.query(f"CREATE DATABASE {DATABASE}")
+        for statement in (*DEPLOYMENT_TABLES, DIM_SECURITY):
+            ch.query(statement, DATABASE)
+        env = sds_environment(server.url, snapshot_src, ch, tmp_path / "home",
+                              STOCKQ_TUSHARE_URL=fake.url)
+        sds = SdsWorker(sds_python, env, tmp_path / "worker.log", server.url)
+        try:
+            sds.process.wait_started(timeout=120)
+            status, fire = run_in_snapshot(sds_python, snapshot_src, RUN_DAILY_SYNC, env)
+            assert status == 202, fire
+            client = redis.Redis.from_url(server.url, decode_responses=True)
+            ids = client.lrange(f"stock:execution:{fire['execution_id']}:tasks", 0, -1)
+            client.close()
+            tasks = {t.plugin_name: t for t in (sds.done(i, timeout=600) for i in ids)}
+            day = fire["trade_date"]
+            where = f"WHERE trade_date = '{day[:4]}-{day[4:6]}-{day[6:]}'"
+            counts = {t: _rows(ch, t, where) for t in ("ods_daily", "ods_adj_factor",
+                                                        "ods_daily_basic")}
+            listed = _rows(ch, "dim_security")
+        finally:
+            sds.stop()
+            server.cleanup()
+    # every daily plugin, with the lists they need (stockq adds required dependencies)
+    needed = {d for n in daily for d in plugins[n]["deps"]}
+    assert set(tasks) == daily | needed and fire["tasks"] == len(tasks)
+    # each one started after what it needs (in the batch) had completed
+    for name, task in tasks.items():
+        for dep in (*plugins[name]["deps"], *plugins[name]["optional"]):
+            if dep in tasks and task.status == TaskStatus.COMPLETED:
+                assert tasks[dep].status == TaskStatus.COMPLETED
+                assert task.started_at >= tasks[dep].completed_at, (name, dep)
+    for name, api in (("tushare_daily", "daily"), ("tushare_adj_factor", "adj_factor"),
+                      ("tushare_daily_basic", "daily_basic")):
+        assert tasks[name].status == TaskStatus.COMPLETED, tasks[name].error_message
+        assert counts[f"ods_{api}"] == _expected(api, day) > 0
+    assert tasks["tushare_stock_basic"].status == TaskStatus.COMPLETED
+    assert listed == len(fake_server.STOCKS)
