@@ -134,12 +134,10 @@ def failure_text(result: dict[str, Any]) -> str:
     """The cause of a failed result: its ``error`` (and ``error_detail``), then what its
     steps say (``load: <error>``, ``validate: failed``), else its status."""
     parts: list[str] = []
-    for key in ("error", "message", "error_detail"):
-        text = str(result.get(key) or "").strip()
+    for text in (result.get("error") or result.get("message"), result.get("error_detail")):
+        text = str(text or "").strip()
         if text and text not in parts:
             parts.append(text)
-        if key == "message" and parts:
-            break
     steps = result.get("steps")
     for name, step in (steps.items() if isinstance(steps, dict) else ()):
         if not isinstance(step, dict):

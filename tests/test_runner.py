@@ -8,10 +8,16 @@ import pytest
 import requests
 
 from plugins_bridge import progress
-from plugins_bridge.contract import Plugin, failure, success
+from plugins_bridge.contract import Plugin, RunCall, RunPlan, failure, success
 from plugins_bridge.errors import ConfigurationError, RateLimited
 from plugins_bridge.registry import PluginRegistry
-from plugins_bridge.runner import classify, classify_message, run_task
+from plugins_bridge.runner import (
+    classify,
+    classify_message,
+    failure_text,
+    records_of,
+    run_task,
+)
 
 
 @pytest.mark.parametrize(
@@ -112,3 +118,72 @@ def test_results_that_are_not_success_fail(result: Any, kind: str) -> None:
 def test_unknown_plugin_is_not_a_crash() -> None:
     out = run_task(PluginRegistry([]), task(plugin_name="ghost"), None)
     assert not out.ok and out.error_type == "plugin_not_found" and "ghost" in out.error
+
+
+@pytest.mark.parametrize(
+    ("load", "records"),
+    [
+        ({"status": "success", "total_records": 40}, 40),
+        ({"status": "success", "loaded_records": 365}, 365),  # most stock_datasource plugins
+        ({"status": "success", "tables_loaded": [{"table": "a", "records": 3},
+                                                 {"table": "b", "records": 4}]}, 7),
+        ({"status": "no_data", "loaded_records": 0}, 0),
+        ({"status": "success"}, 0),
+        ("not a dict", 0),
+    ],
+)
+def test_records_of_every_result_shape(load: Any, records: int) -> None:
+    assert records_of({"status": "success", "steps": {"load": load}}) == records
+
+
+def test_a_failures_cause_in_its_steps_is_kept() -> None:
+    nested = {"status": "failed", "steps": {"extract": {"status": "success"},
+                                            "load": {"status": "failed",
+                                                     "error": "table missing"}}}
+    assert failure_text(nested) == "load: table missing"
+    invalid = {"status": "failed", "steps": {"validate": {"status": "failed"}}}
+    assert failure_text(invalid) == "validate: failed"
+    both = {"status": "failed", "error": "boom", "error_detail": "cause: x",
+            "steps": {"load": {"status": "failed", "error": "boom"}}}
+    assert failure_text(both) == "boom; cause: x"
+    assert failure_text({"status": "partial"}) == "status 'partial'"
+
+
+class Planned(Plugin):
+    """Plans one call per key; the key named in ``fail_on`` fails once."""
+
+    name = "planned"
+
+    def __init__(self) -> None:
+        self.fail_on = "b"
+        self.calls: list[str] = []
+
+    def plan_runs(self, task: progress.TaskContext) -> RunPlan:
+        if task.params.get("nothing"):
+            return RunPlan((), "nothing for this task")
+        return RunPlan(tuple(RunCall(k, {"key": k}) for k in ("a", "b", "c")))
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        self.calls.append(params["key"])
+        if params["key"] == self.fail_on:
+            self.fail_on = ""
+            return {"status": "failed", "steps": {"load": {"status": "failed",
+                                                           "loaded_records": 5,
+                                                           "error": "timed out"}}}
+        return {"status": "success", "steps": {"load": {"loaded_records": 10}}}
+
+
+def test_a_planned_task_resumes_after_its_checkpoint_keeping_its_count() -> None:
+    plugin = Planned()
+    reg = PluginRegistry([plugin])
+    first = run_task(reg, task(plugin_name="planned"), None)
+    # the failed call's partial load is not counted: the retry runs it again
+    assert not first.ok and first.error_type == "network" and first.checkpoint == "a"
+    assert first.records == 10 and first.error == "b: load: timed out"
+    retry = run_task(reg, task(plugin_name="planned", checkpoint=first.checkpoint,
+                               records_processed=first.records), None)
+    assert retry.ok and retry.records == 30 and retry.checkpoint == "c"
+    assert plugin.calls == ["a", "b", "b", "c"]
+    empty = run_task(reg, task(plugin_name="planned", params={"nothing": True}), None)
+    assert empty.ok and empty.records == 0
+    assert empty.result["message"] == "nothing for this task"
