@@ -6,9 +6,11 @@ the shape of the original ``BasePlugin.run``::
     {"status": "success" | "failed" | ..., "steps": {"load": {"total_records": N}},
      "error": "..."}
 
-It may declare defaults the queue uses when a submission does not say otherwise
-(timeout, attempts), a rate limit, dependencies and a schedule.  Subclassing
-:class:`Plugin` is convenient but not required.
+(``loaded_records`` or ``tables_loaded`` count too, see
+:func:`plugins_bridge.runner.records_of`).  It may declare defaults the queue uses when a
+submission does not say otherwise (timeout, per task type too, attempts), a rate limit,
+dependencies and a schedule, and plan its own calls for a task (``plan_runs(task) ->
+RunPlan``).  Subclassing :class:`Plugin` is convenient but not required.
 """
 
 from __future__ import annotations
