@@ -174,3 +174,21 @@ def test_the_structured_cause_comes_before_the_text() -> None:
     invalid = {"status": "failed", "steps": {"validate": {"status": "failed"}}}
     assert classify_failure(invalid, "validate: failed") == ("schema_error", None)
     assert classify_failure({"status": "failed"}, text) == ("error", None)
+
+
+def test_plugins_bridge_never_imports_the_daemons_internals() -> None:
+    """DESIGN §10: the plugin side may use app's settings, logs and errors, never the
+    scheduler, the sidecar or the worker (not even inside a function)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in sorted((root / "plugins_bridge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [(path.name, n) for n in names
+                      if n.split(".")[:2] in (["app", "scheduler"], ["app", "api"],
+                                              ["app", "worker"])]
+    assert found == []

@@ -33,6 +33,9 @@ from tests.sds_support import (
 )
 
 __all__ = ["clickhouse", "fake", "sds_python", "snapshot_src"]  # fixtures
+# the first test builds the snapshot's environment when no earlier run left it (20-30 s),
+# and the daily sync runs some fifty tasks: more than the suite's two minutes under load
+pytestmark = pytest.mark.timeout(600)
 
 DISCOVER = """
 import json, os, pathlib
