@@ -78,16 +78,26 @@ def _task_line(t: Task) -> str:
             f"{t.progress:5.1f}%  {created}{extra}")
 
 
+_UNSET_WHEN_ZERO = ("memory_limit_mb", "output_bytes", "output_attempt")
+
+
 def _show_task(t: Task) -> None:
     d = t.to_dict()
+    output = d.pop("output", "")
     width = max(len(k) for k in d)
     for key in sorted(d):
         value = d[key]
-        if value in (None, "", [], {}):
+        if value in (None, "", [], {}) or (value == 0 and key in _UNSET_WHEN_ZERO):
             continue
         if isinstance(value, dict | list):
             value = json.dumps(value, ensure_ascii=False)
         print(f"{key:<{width}}  {value}")
+    if output:
+        kept = len(output.encode("utf-8"))
+        whole = "all" if kept >= t.output_bytes else f"the last {kept:,} of {t.output_bytes:,}"
+        print(f"\noutput of attempt {t.output_attempt} ({whole} bytes, masked):")
+        for line in output.splitlines():
+            print(f"  | {line}")
 
 
 # ------------------------------------------------------------------ commands
@@ -110,6 +120,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQu
         priority=args.priority,
         timeout_seconds=args.timeout,
         max_attempts=args.max_attempts,
+        memory_limit_mb=args.memory_limit_mb,
         trigger="cli",
     )
     task_id, created = await queue.enqueue(spec)
@@ -234,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", default="normal", help="high|normal|low or 0-2")
     p.add_argument("--timeout", type=int, metavar="S")
     p.add_argument("--max-attempts", type=int, metavar="N")
+    p.add_argument("--memory-limit-mb", type=int, metavar="MB",
+                   help="memory limit of the task's worker child (default: the plugin's, "
+                        "else STOCKQ_MEMORY_LIMIT_MB)")
     p.add_argument("--param", action="append", type=_kv, metavar="K=V",
                    help="string parameter passed to the plugin (repeat)")
     p.add_argument("--param-json", action="append", type=_kv_json, metavar="K=JSON",

@@ -18,6 +18,7 @@ from app.redis_client import create_client
 from app.scheduler.daemon import SchedulerDaemon
 from app.settings import Settings, scrub_proxy_environment
 from app.worker.main import wait_for_redis
+from app.worker.procs import become_subreaper
 from app.worker.supervisor import PoolOptions, Supervisor
 from plugins_bridge.registry import PluginRegistry
 from plugins_bridge.warehouse import Warehouse, open_warehouse
@@ -88,6 +89,7 @@ async def run_all(settings: Settings, options: PoolOptions, *, api: bool, schedu
                     hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
     await wait_for_redis(settings, wait=False)  # fail fast, before binding anything
     registry = PluginRegistry.from_settings(settings)  # a broken plugin stops us here
+    become_subreaper()  # orphans of killed tasks' trees come to the pool (app/worker/tree.py)
     parts = ["worker pool", *(["scheduler"] if scheduler else []), *(["sidecar"] if api else [])]
     sched = SchedulerDaemon(settings, registry) if scheduler else None
     warehouse = await asyncio.to_thread(open_warehouse, settings, embedded_allowed=True)

@@ -13,6 +13,9 @@ NON_RETRYABLE = frozenset(
         "schema_error",
         "invalid_result",
         "plugin_error",
+        # an allocation past the task's memory limit: the same work asks for the same
+        # memory again (raise the limit, then retry the task by hand)
+        "memory_exceeded",
     }
 )
 

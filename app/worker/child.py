@@ -1,100 +1,50 @@
 """A worker child: runs one task at a time for its supervisor.
 
-Started by the supervisor as ``python -m app.worker.child FD_IN FD_OUT FD_LIFELINE`` in a
-session of its own (so a timeout or cancel kills the child and everything its plugin
-started, with one ``killpg``).  It never opens a Redis or ClickHouse connection: tasks
-come in on FD_IN, progress and results go out on FD_OUT.
+Started by the supervisor as ``python -m app.worker.child FD_IN FD_OUT FD_LIFELINE
+SUPERVISOR_PID WORKER_ID`` in a session of its own (so a timeout or cancel kills the
+child and everything its plugin started in that session with one ``killpg``; the
+supervisor also kills what left it, see app/worker/tree.py).  It never opens a Redis or
+ClickHouse connection: tasks come in on FD_IN, progress and results go out on FD_OUT.
 
-When the supervisor dies — even by SIGKILL — the child kills its whole process group:
-the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``), and a thread blocked on the
-lifeline pipe (whose write end only the supervisor holds) sees end-of-file; either one
-calls ``killpg(0, SIGKILL)``.
+Before anything else it asks to be SIGKILLed when the supervisor dies and forks its
+guard (app/worker/lifeline.py), becomes a child subreaper (orphans of what its plugins
+start stay below it), and marks the environment its plugins' programs inherit with the
+pool's id (app/worker/procs.py).  Then it serves tasks (app/worker/child_loop.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
-import threading
-from typing import Any
 
-PR_SET_PDEATHSIG = 1
+# only what the first steps need: the guard forks before anything heavier is imported
+# (it keeps the memory the child had then); the task loop is in app.worker.child_loop
+from app.worker.lifeline import die_with_parent, start_guard
+from app.worker.procs import POOL_MARKER, become_subreaper, marker_entry
 
 
-def _kill_group(*_: Any) -> None:
+def _kill_group(*_: object) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def _die_with_parent(lifeline_fd: int, parent: int) -> None:
-    signal.signal(signal.SIGTERM, _kill_group)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the lifeline thread still works
-        pass
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        _kill_group()
-
-    def watch() -> None:
-        while os.read(lifeline_fd, 1):
-            pass
-        _kill_group()
-
-    threading.Thread(target=watch, name="lifeline", daemon=True).start()
-
-
-def _caller(channel: Any) -> Any:
-    """``call(message) -> reply`` over the pipe: the supervisor answers each ``call``
-    with one ``reply`` while the task runs (the plugin waits for it)."""
-
-    def call(message: dict[str, Any]) -> dict[str, Any]:
-        channel.send(message)
-        reply = channel.recv()
-        if reply is None or reply.get("type") != "reply":
-            return {"ok": False, "error_type": "worker_lost",
-                    "error": "the supervisor went away during a call"}
-        return dict(reply)
-
-    return call
+def _start(fd_in: int, fd_out: int, fd_life: int, parent: int, worker_id: str) -> None:
+    """The first steps, before any thread or plugin: die with the supervisor (the
+    parent-death signal and the guard), keep orphans, mark what plugins start."""
+    start_guard(fd_life, (fd_in, fd_out), marker_entry(worker_id))  # first: the lightest
+    os.close(fd_life)  # the guard holds it
+    die_with_parent(parent)  # (had the supervisor died already, the guard kills us too)
+    become_subreaper()
+    signal.signal(signal.SIGTERM, _kill_group)  # a plugin may replace it
+    os.environ[POOL_MARKER] = worker_id  # for the programs plugins start, not for us
 
 
 def main(argv: list[str]) -> int:
     fd_in, fd_out, fd_life, parent = (int(a) for a in argv[:4])
-    _die_with_parent(fd_life, parent)
+    _start(fd_in, fd_out, fd_life, parent, argv[4] if len(argv) > 4 else str(parent))
+    from app.worker.child_loop import serve
 
-    from app.logs import configure_logging
-    from app.settings import load_settings
-    from app.worker.protocol import BlockingChannel, work_payload
-    from plugins_bridge import services
-    from plugins_bridge.registry import PluginRegistry
-    from plugins_bridge.runner import Outcome, ProxyConfig, run_task
-
-    settings = load_settings()
-    configure_logging(settings)
-    proxy = ProxyConfig(settings.http_proxy, settings.no_proxy_hosts)
-    channel = BlockingChannel(fd_in, fd_out)
-    try:
-        registry = PluginRegistry.from_settings(settings)
-        load_error = ""
-    except Exception as exc:  # reported per task, the child stays up
-        registry = PluginRegistry()
-        load_error = f"plugins failed to load: {exc}"
-    services.bind(services.ChildServices(_caller(channel)))
-    channel.send({"type": "ready", "pid": os.getpid()})
-    while True:
-        msg = channel.recv()
-        if msg is None or msg["type"] == "stop":
-            return 0
-        if msg["type"] != "run":
-            continue
-        task: dict[str, Any] = work_payload(msg["task"])
-        if load_error:
-            out = Outcome(False, error_type="config_error", error=load_error)
-        else:
-            out = run_task(registry, task, channel.send, proxy)
-        channel.send(out.to_message(str(task["task_id"])))
+    return serve(fd_in, fd_out)
 
 
 if __name__ == "__main__":

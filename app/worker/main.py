@@ -9,6 +9,7 @@ from app.logs import get_logger
 from app.queue import TaskQueue
 from app.redis_client import create_client, ping
 from app.settings import Settings, scrub_proxy_environment
+from app.worker.procs import become_subreaper
 from app.worker.supervisor import PoolOptions, Supervisor
 from plugins_bridge.warehouse import open_warehouse
 
@@ -40,6 +41,7 @@ async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = F
         log.warning("worker.proxy_environment_removed", names=removed,
                     hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
     warehouse = open_warehouse(settings, embedded_allowed=False)  # refuses chdb:// first
+    become_subreaper()  # orphans of killed tasks' trees come to the pool (app/worker/tree.py)
     await wait_for_redis(settings, wait=wait)
     client = create_client(settings)
     try:

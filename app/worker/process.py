@@ -1,24 +1,26 @@
 """One worker child as the supervisor sees it: start, talk, kill, stop.
 
-A child's stdout and stderr (whatever its plugins print, a crash's traceback, the
-output of the programs they start) come to the supervisor on a pipe of their own and
-are written to the supervisor's stderr line by line after the redactor masked the
-stored secrets in them: a child may run any code, so its output is not trusted to be
-clean.
+A child's stdout and stderr come to the supervisor on a pipe of their own, masked and
+bounded per task by :class:`app.worker.output.OutputCapture`.  Killing a child kills
+its whole tree (app/worker/tree.py), read from /proc in a thread.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
-import codecs
+import fcntl
 import os
-import signal
 import sys
+import termios
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
-from app.logs import write_output
-from app.redaction import Redactor, StreamRedactor
+from app.redaction import Redactor
+from app.worker import tree
+from app.worker.output import OutputCapture, OutputProtocol
+from app.worker.procs import Proc, marker_entry, read_proc
 from app.worker.protocol import FrameBuffer, encode
 
 INTERRUPT = "_interrupt"  # messages the supervisor itself puts in a child's inbox
@@ -88,45 +90,37 @@ class _FrameProtocol(asyncio.Protocol):
             self._inbox.put_nowait(None)
 
 
-class _OutputProtocol(asyncio.Protocol):
-    """The read end of a child's stdout and stderr: redacted, then on to stderr."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        self._stream = StreamRedactor(redactor)
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-        self.ended = False
-
-    def data_received(self, data: bytes) -> None:
-        write_output(self._stream.feed(self._decoder.decode(data)))
-
-    def eof_received(self) -> bool | None:
-        self._end()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end()
-
-    def _end(self) -> None:
-        if not self.ended:
-            self.ended = True
-            write_output(self._stream.feed(self._decoder.decode(b"", final=True))
-                         + self._stream.close())
-
-
 OUTPUT_LINGER = 1.0  # seconds a dead child's output pipe may still deliver
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    """What every child of one supervisor shares."""
+
+    env: dict[str, str]
+    redactor: Redactor = field(default_factory=Redactor)
+    worker_id: str = ""  # marks what the child's plugins start (app.worker.procs)
+    output_keep_bytes: int = 16 * 1024
+    output_log_bytes: int = 8 * 1024
 
 
 class ChildProcess:
     """A long-lived child in its own session; messages arrive in :attr:`inbox`."""
 
-    def __init__(self, env: dict[str, str], redactor: Redactor | None = None) -> None:
-        self._env = env
-        self._redactor = redactor or Redactor()
+    def __init__(self, config: ChildConfig) -> None:
+        self._config = config
+        self.output = OutputCapture(config.redactor, keep_bytes=config.output_keep_bytes,
+                                    log_bytes=config.output_log_bytes)
         self._output: asyncio.ReadTransport | None = None
+        self._output_fd = -1
+        self._pending = array.array("i", [0])  # FIONREAD's answer
         self.proc: asyncio.subprocess.Process | None = None
+        self._me: Proc | None = None  # the child as /proc showed it after the start
         self._loop = asyncio.get_running_loop()
         self.inbox = Inbox(self._loop)
         self.tasks_run = 0
+        self.retire = ""  # why it must be replaced before its next task ('' = it need not)
+        self.descendants_killed = 0  # processes below it the last kill signalled
         self._write_fd = -1
         self._lifeline_fd = -1
         self._transport: asyncio.ReadTransport | None = None
@@ -143,12 +137,12 @@ class ChildProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "app.worker.child",
-                str(r_in), str(w_out), str(r_life), str(os.getpid()),
+                str(r_in), str(w_out), str(r_life), str(os.getpid()), self._config.worker_id,
                 pass_fds=(r_in, w_out, r_life),
                 start_new_session=True,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=w_print, stderr=w_print,
-                env=self._env,
+                env=self._config.env,
             )
         except BaseException:
             for fd in (w_in, r_out, w_life, r_print):
@@ -157,12 +151,13 @@ class ChildProcess:
         finally:
             for fd in (r_in, w_out, r_life, w_print):
                 os.close(fd)
-        self._write_fd, self._lifeline_fd = w_in, w_life
+        self._me = read_proc(self.proc.pid)
+        self._write_fd, self._lifeline_fd, self._output_fd = w_in, w_life, r_print
         os.set_blocking(w_in, True)
         loop = asyncio.get_running_loop()
-        redactor = self._redactor
+        capture = self.output
         self._output, _ = await loop.connect_read_pipe(
-            lambda: _OutputProtocol(redactor), os.fdopen(r_print, "rb", 0))
+            lambda: OutputProtocol(capture), os.fdopen(r_print, "rb", 0))
         self._transport, _ = await loop.connect_read_pipe(
             lambda: _FrameProtocol(self.inbox), os.fdopen(r_out, "rb", 0)
         )
@@ -196,30 +191,52 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    def signal_group(self, sig: int) -> None:
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+    def drain_output(self) -> None:
+        """Hand what the output pipe holds to the capture now (a result can arrive
+        before the output printed ahead of it: they come on different pipes)."""
+        if self._output is None or self._output_fd < 0 or self.output.ended:
+            return
+        pending = self._pending
+        try:
+            fcntl.ioctl(self._output_fd, termios.FIONREAD, pending)
+            while pending[0] > 0:
+                data = os.read(self._output_fd, pending[0])
+                if not data:
+                    return
+                self.output.feed(data)
+                pending[0] -= len(data)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # closed meanwhile
+            return
 
     async def kill(self, grace: float = 0.0) -> int | None:
-        """SIGTERM the child's process group, wait ``grace``, then SIGKILL it."""
+        """Kill the child's tree (app/worker/tree.py): with ``grace``, SIGTERM to its
+        group and to every process below it first, and up to ``grace`` seconds to go;
+        then SIGKILL to all that is left.  Returns the child's exit code."""
         if self.proc is None:
             return None
+        # the walks read /proc right here: a few ms, less than a hop to a thread costs
+        # on a busy machine; only the reaping (which sleeps) goes to a thread
+        recorded = {self._me.pid: self._me} if self._me is not None else {}
         if grace > 0 and self.alive:
-            self.signal_group(signal.SIGTERM)
+            recorded.update(tree.snapshot(self.proc.pid))
+            tree.terminate(self.proc.pid, recorded)
             try:
                 await asyncio.wait_for(self.proc.wait(), grace)
             except TimeoutError:
                 pass
-        self.signal_group(signal.SIGKILL)  # also whatever the plugin left in the group
+        killed = tree.kill_tree(self.proc.pid, recorded, marker_entry(self._config.worker_id))
         code = await self.proc.wait()
+        # below the child: every process signalled (some went with the SIGTERM)
+        self.descendants_killed = len((recorded.keys() | killed.keys()) - {self.proc.pid})
+        if self.descendants_killed:  # collect the ones re-parented to us, in the background
+            self._loop.run_in_executor(None, tree.reap, {**recorded, **killed}, self.proc.pid)
         self._close()
         return code
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Ask an idle child to exit; kill it if it does not."""
+        """Ask an idle child to exit; kill it (and what it left) in any case."""
         if self.alive:
             try:
                 self.send({"type": "stop"})
@@ -241,8 +258,8 @@ class ChildProcess:
             self._transport = None
         if self._output is not None:
             # what the child wrote last may still be in the pipe: let it arrive (the pipe
-            # ends when the child's group is gone); close it later in any case (a process
-            # the plugin detached from the group may hold it open)
+            # ends when the child's tree is gone); close it later in any case
             if not self._output.is_closing():
                 self._loop.call_later(OUTPUT_LINGER, self._output.close)
             self._output = None
+            self._output_fd = -1

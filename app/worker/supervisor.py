@@ -4,7 +4,9 @@ leases, writes every transition, and recovers from dead children and dead peers.
 One asyncio process.  Each slot runs :meth:`Supervisor._slot_loop`: claim (or wait on
 the doorbell), hand the task to the slot's child, wait for its result, a timeout, a
 cancel or the child's death, then record the outcome — finishing a task and claiming
-the next one in a single Redis round trip while the pool is not stopping.
+the next one in a single Redis round trip while the pool is not stopping.  A child
+that must be killed (or died) is handed to a background ending (app/worker/endings.py)
+and the slot takes the warm spare child at once.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from app.errors import RedisUnavailable, StaleLease, StockqError
+from app.errors import RedisUnavailable, StockqError
 from app.logs import get_logger
-from app.models import TaskStatus, WorkItem
+from app.models import WorkItem
 from app.queue import Clock, TaskQueue
 from app.settings import Settings, child_environment
-from app.worker.process import INTERRUPT, ChildGone, ChildProcess
+from app.worker.endings import (
+    DETACHED,
+    Outcome,
+    Recorder,
+    Running,
+    crash_outcome,
+    killed_outcome,
+)
+from app.worker.process import INTERRUPT, ChildConfig, ChildGone, ChildProcess
 from app.worker.services import SupervisorServices
 from plugins_bridge.warehouse import Warehouse
 
@@ -35,22 +45,13 @@ class PoolOptions:
     concurrency: int = max(1, os.cpu_count() or 1)
     max_tasks_per_child: int = 10_000
     shutdown_grace: float = 30.0  # running tasks may finish within this after SIGTERM
-    kill_grace: float = 2.0  # SIGTERM -> SIGKILL of a child's process group
+    kill_grace: float = 2.0  # SIGTERM -> SIGKILL of a child's process tree
+    output_wait: float = 0.5  # a killed child's output pipe may still deliver
     progress_interval: float = 0.25  # coalesced progress writes per task
     doorbell_timeout: float = 1.0  # also the pick-up delay for original-format pushes
     maintenance_interval: float = 1.0
     cleanup_interval: float = 60.0
     heartbeat_interval: float = 5.0
-
-
-@dataclass(slots=True)
-class Running:
-    task: WorkItem
-    started: float
-    progress: dict[str, Any] | None = None  # latest progress not yet written
-    checkpoint: str = ""
-    last_write: float = 0.0
-    interrupted: str = ""  # why the supervisor stopped it: cancel | lost | shutdown
 
 
 @dataclass(slots=True)
@@ -60,17 +61,6 @@ class Slot:
     running: Running | None = None
     loop_task: asyncio.Task[None] | None = None
     waiting: bool = False  # blocked on the doorbell (safe to cancel)
-
-
-@dataclass(slots=True)
-class Outcome:
-    kind: str  # ok | failed | cancelled | lost | shutdown
-    records: int = 0
-    error_type: str = ""
-    error: str = ""
-    retry_after: float | None = None
-    checkpoint: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -85,15 +75,26 @@ class Supervisor:
         self.clock = clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.slots = [Slot(i) for i in range(self.options.concurrency)]
-        self._env = child_environment()
+        self._child_config = ChildConfig(
+            env=child_environment(), redactor=queue.redact, worker_id=self.worker_id,
+            output_keep_bytes=settings.task_output_bytes,
+            output_log_bytes=settings.task_output_log_bytes)
         self._stopping = asyncio.Event()
         self._stop_now = asyncio.Event()
+        self.recorder = Recorder(queue, self.worker_id, self._stop_now)
+        # attempts whose killed (or dead) child's tree is being killed: their leases
+        # are renewed until the ending records them
+        self._dying: dict[str, Running] = {}
+        self._endings: set[asyncio.Task[None]] = set()
         self._spare: asyncio.Task[ChildProcess] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._retiring: list[asyncio.Task[Any]] = []
-        self.processed = 0
         self.started_at = clock()
         self._last_cleanup = 0.0
+
+    @property
+    def processed(self) -> int:
+        return self.recorder.processed
 
     def _ctx(self, task: WorkItem) -> dict[str, Any]:
         return {"task_id": task.task_id, "plugin": task.plugin_name, "attempt": task.attempt,
@@ -101,7 +102,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ children
     async def _spawn(self) -> ChildProcess:
-        child = await ChildProcess(self._env, self.queue.redact).start()
+        child = await ChildProcess(self._child_config).start()
         log.info("worker.spawned", worker=self.worker_id, pid=child.pid)
         return child
 
@@ -131,8 +132,9 @@ class Supervisor:
         if old is not None:
             self._retiring.append(asyncio.create_task(old.kill() if dead else old.stop()))
             if not dead:
+                reason = old.retire or ("max_tasks" if old.alive else "exited")
                 log.info("worker.recycled", worker=self.worker_id, pid=old.pid,
-                         tasks_run=old.tasks_run)
+                         tasks_run=old.tasks_run, reason=reason)
         slot.child = await self._take_child()
 
     # ------------------------------------------------------------------ main
@@ -202,6 +204,8 @@ class Supervisor:
         self._interrupt_all("shutdown")
         await asyncio.gather(*(s.loop_task for s in self.slots if s.loop_task is not None),
                              return_exceptions=True)
+        # killed attempts are recorded once their trees are dead (renewals go on)
+        await asyncio.gather(*self._endings, return_exceptions=True)
         for t in self._background:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -277,11 +281,16 @@ class Supervisor:
                     continue
             ctx = self._ctx(task)  # the fields of every event about this attempt
             if self._stopping.is_set():  # claimed as the stop began: give it back
-                await self._settle(slot, task, Outcome("shutdown", checkpoint=task.checkpoint),
-                                   ctx)
+                await self.recorder.settle(
+                    task, Outcome("shutdown", checkpoint=task.checkpoint), ctx, claim=False)
                 return
             outcome = await self._execute(slot, task, ctx)
-            task, just_tried = await self._settle(slot, task, outcome, ctx)
+            slot.running = None
+            if outcome is DETACHED:  # its ending records it
+                task, just_tried = None, False
+                continue
+            task, just_tried = await self.recorder.settle(
+                task, outcome, ctx, claim=not self._stopping.is_set())
 
     async def _claim_or_wait(self, slot: Slot, *, skip_claim: bool = False) -> WorkItem | None:
         task = None if skip_claim else await self.queue.claim_work(self.worker_id)
@@ -294,7 +303,7 @@ class Supervisor:
         return task
 
     async def _execute(self, slot: Slot, task: WorkItem, ctx: dict[str, Any]) -> Outcome:
-        if (slot.child is None or not slot.child.alive
+        if (slot.child is None or not slot.child.alive or slot.child.retire
                 or slot.child.tasks_run >= self.options.max_tasks_per_child):
             await self._replace_child(slot)
         child = slot.child
@@ -304,42 +313,43 @@ class Supervisor:
         # the stored fields; the child decodes them (protocol.work_payload)
         message = {"type": "run", "task": task.fields}
         try:
+            self._begin_output(child)
             child.send(message)
         except ChildGone:  # it died while idle: the task never reached it
             await self._replace_child(slot, dead=True)
             child = slot.child
             assert child is not None
             try:
+                self._begin_output(child)
                 child.send(message)
             except ChildGone as exc:
-                return await self._child_died(slot, task, str(exc))
+                return await self._end_child(slot, child, running, "crash", str(exc))
         log.info("task.started", pid=child.pid, **ctx)
         timer = child.interrupt_later(task.timeout_seconds, "timeout")
         try:
-            return await self._await_outcome(slot, child, task, running)
+            return await self._await_outcome(slot, child, running)
         finally:
             timer.cancel()
 
-    async def _await_outcome(self, slot: Slot, child: ChildProcess, task: WorkItem,
+    def _begin_output(self, child: ChildProcess) -> None:
+        dropped = child.output.begin()
+        if dropped:
+            log.warning("worker.output_dropped", worker=self.worker_id, pid=child.pid,
+                        unlogged_bytes=dropped)
+
+    async def _await_outcome(self, slot: Slot, child: ChildProcess,
                              running: Running) -> Outcome:
         while True:
             msg = await child.inbox.get()
             if msg is None:
-                return await self._child_died(slot, task, None)
+                return await self._end_child(slot, child, running, "crash")
             kind = msg.get("type")
             if kind == "progress":
                 running.progress = msg
                 if msg.get("checkpoint"):
                     running.checkpoint = str(msg["checkpoint"])
             elif kind == "result":
-                child.tasks_run += 1
-                return Outcome(
-                    "ok" if msg.get("ok") else "failed", records=int(msg.get("records", 0)),
-                    error_type=str(msg.get("error_type", "")), error=str(msg.get("error", "")),
-                    retry_after=msg.get("retry_after"),
-                    checkpoint=str(msg.get("checkpoint") or running.checkpoint),
-                    result=msg.get("result") or {},
-                )
+                return self._result(child, running, msg)
             elif kind == "call":  # a plugin waits for the reply; the deadline does not
                 call = asyncio.create_task(self._serve_call(child, msg))
                 self._calls.add(call)
@@ -347,10 +357,24 @@ class Supervisor:
             elif kind == INTERRUPT:
                 reason = running.interrupted or str(msg.get("reason"))
                 if reason == "timeout":
-                    return await self._timed_out(slot, task)
-                await self._kill(slot, task, reason)
-                return Outcome(reason, checkpoint=running.checkpoint,
-                               records=int((running.progress or {}).get("records", 0)))
+                    log.warning("task.timeout", timeout_seconds=running.task.timeout_seconds,
+                                **self._ctx(running.task))
+                return await self._end_child(slot, child, running, reason)
+
+    @staticmethod
+    def _result(child: ChildProcess, running: Running, msg: dict[str, Any]) -> Outcome:
+        child.tasks_run += 1
+        child.drain_output()  # printed before the result, on the other pipe
+        error_type = str(msg.get("error_type", ""))
+        if error_type == "memory_exceeded":  # its heap is not to be trusted any more
+            child.retire = error_type
+        return Outcome(
+            "ok" if msg.get("ok") else "failed", records=int(msg.get("records", 0)),
+            error_type=error_type, error=str(msg.get("error", "")),
+            retry_after=msg.get("retry_after"),
+            checkpoint=str(msg.get("checkpoint") or running.checkpoint),
+            result=msg.get("result") or {}, output=child.output.end(),
+        )
 
     async def _serve_call(self, child: ChildProcess, msg: dict[str, Any]) -> None:
         reply = await self.services.handle(msg)
@@ -360,99 +384,51 @@ class Supervisor:
             except ChildGone:  # the child died meanwhile: its attempt ends on its own
                 pass
 
-    async def _kill(self, slot: Slot, task: WorkItem, reason: str) -> None:
-        child = slot.child
-        assert child is not None
-        code = await child.kill(self.options.kill_grace)
-        log.warning("worker.killed", pid=child.pid, reason=reason, exit_code=code,
-                    **self._ctx(task))
+    async def _end_child(self, slot: Slot, child: ChildProcess, running: Running,
+                         reason: str, detail: str | None = None) -> Outcome:
+        """The slot's child must go (``reason``: timeout, cancel, lost, shutdown) or has
+        died (``crash``): its tree is killed and the attempt recorded in the
+        background; the slot takes the warm spare child now."""
         slot.child = None
-        if not self._stop_now.is_set():
-            slot.child = await self._take_child()
-
-    async def _timed_out(self, slot: Slot, task: WorkItem) -> Outcome:
-        log.warning("task.timeout", timeout_seconds=task.timeout_seconds, **self._ctx(task))
-        running = slot.running
-        await self._kill(slot, task, "timeout")
-        return Outcome("failed", error_type="timeout",
-                       error=f"exceeded its timeout of {task.timeout_seconds} s",
-                       checkpoint=running.checkpoint if running else "",
-                       records=int(((running and running.progress) or {}).get("records", 0)))
-
-    async def _child_died(self, slot: Slot, task: WorkItem, detail: str | None) -> Outcome:
-        child = slot.child
-        code = await child.kill() if child is not None else None
-        how = detail or (f"killed by signal {-code}" if code is not None and code < 0
-                         else f"exited with code {code}")
-        log.error("worker.child_died", pid=child.pid if child else None, detail=how,
-                  **self._ctx(task))
-        slot.child = None
-        running = slot.running
-        if not self._stop_now.is_set():
-            slot.child = await self._take_child()
-        return Outcome("failed", error_type="worker_lost", error=f"worker child {how}",
-                       checkpoint=running.checkpoint if running else "")
-
-    # ------------------------------------------------------------------ outcomes
-    async def _settle(self, slot: Slot, task: WorkItem, out: Outcome,
-                      ctx: dict[str, Any]) -> tuple[WorkItem | None, bool]:
-        """Record the outcome.  Returns the slot's next task (claimed in the same round
-        trip while the pool is not stopping) and whether that claim was tried."""
         slot.running = None
-        claim = None if self._stopping.is_set() else self.worker_id
-        tried = claim is not None and out.kind in ("ok", "failed")
-        backoff = 0.2
-        while True:
-            try:
-                return await self._record(task, out, claim, ctx), tried
-            except StaleLease as exc:
-                log.warning("task.lease_lost", error=str(exc), **ctx)
-                return None, False
-            except RedisUnavailable as exc:
-                if self._stop_now.is_set():
-                    return None, False
-                log.warning("worker.redis_unavailable", error=str(exc), **ctx)
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
-            except StockqError as exc:  # e.g. the task was deleted meanwhile
-                log.error("task.settle_failed", error=str(exc), **ctx)
-                return None, False
+        if reason != "lost":  # a lost lease is someone else's to renew
+            self._dying[running.task.task_id] = running
+        ending = asyncio.create_task(self._kill_and_record(child, running, reason, detail))
+        self._endings.add(ending)
+        ending.add_done_callback(self._endings.discard)
+        if not self._stop_now.is_set():
+            slot.child = await self._take_child()
+        return DETACHED
 
-    async def _record(self, task: WorkItem, out: Outcome, claim: str | None,
-                      ctx: dict[str, Any]) -> WorkItem | None:
-        if out.kind == "ok":
-            nxt = await self.queue.complete(task, out.records, out.result or None,
-                                            checkpoint=out.checkpoint, claim_for=claim)
-            self.processed += 1
-            log.info("task.completed", records=out.records, **ctx)
-            return nxt
-        if out.kind == "failed":
-            res = await self.queue.fail(task, out.error_type, out.error,
-                                        retry_after_seconds=out.retry_after,
-                                        records=out.records, checkpoint=out.checkpoint,
-                                        claim_for=claim)
-            self.processed += 1
-            if res.status == TaskStatus.RETRYING:
-                log.warning("task.retry_scheduled", error_type=out.error_type, error=out.error,
-                            next_run_at_ms=res.next_run_at_ms, **ctx)
-            elif res.status == TaskStatus.CANCELLED:
-                log.info("task.cancelled", **ctx)
+    async def _kill_and_record(self, child: ChildProcess, running: Running, reason: str,
+                               detail: str | None) -> None:
+        task = running.task
+        ctx = self._ctx(task)
+        try:
+            code = await child.kill(0.0 if reason == "crash" else self.options.kill_grace)
+            await child.output.wait_closed(self.options.output_wait)
+            if reason == "crash":
+                how = detail or (f"killed by signal {-code}" if code is not None and code < 0
+                                 else f"exited with code {code}")
+                log.error("worker.child_died", pid=child.pid, detail=how,
+                          descendants=child.descendants_killed, **ctx)
+                out = crash_outcome(how, running)
             else:
-                log.error("task.failed", error_type=out.error_type, error=out.error, **ctx)
-            return res.next_task
-        if out.kind == "cancel":
-            await self.queue.acknowledge_cancel(task)
-            log.info("task.cancelled", **ctx)
-        elif out.kind == "shutdown":
-            await self.queue.requeue(task, "requeued: worker shut down", checkpoint=out.checkpoint)
-            log.info("task.requeued", reason="shutdown", **ctx)
-        # "lost": another worker owns the task now; record nothing
-        return None
+                log.warning("worker.killed", pid=child.pid, reason=reason, exit_code=code,
+                            descendants=child.descendants_killed, **ctx)
+                out = killed_outcome(reason, running)
+            out.output = child.output.end()
+            await self.recorder.settle(task, out, ctx, claim=False)
+        except Exception as exc:  # the lease brings the task back
+            log.exception("worker.ending_error", error=str(exc), **ctx)
+        finally:
+            self._dying.pop(task.task_id, None)
 
     # ------------------------------------------------------------------ loops
     async def _renew(self) -> None:
         leases = {s.running.task.task_id: s.running.task.lease_token
                   for s in self.slots if s.running is not None}
+        leases.update({tid: r.task.lease_token for tid, r in self._dying.items()})
         if not leases:
             return
         res = await self.queue.renew(leases)
