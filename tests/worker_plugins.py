@@ -7,10 +7,13 @@ memory with the test.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -206,5 +209,100 @@ class Leaky(Plugin):
         raise ValueError(f"unknown mode {mode!r}")
 
 
+class GilHog(Plugin):
+    """Attempt 1 ignores SIGTERM, then sleeps ``seconds`` inside libc's ``sleep`` called
+    through ``ctypes.PyDLL``, which keeps the GIL: no Python signal handler and no other
+    thread of the child runs meanwhile.  Every attempt holds an exclusive lock on
+    ``<log>.lock`` while it runs and appends ``pid start|end|conflict time attempt``
+    lines to ``log`` (``conflict``: another run of the task holds the lock)."""
+
+    name = "gilhog"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        task = current_task()
+        attempt = task.attempt if task is not None else 0
+        log = params["log"]
+        lock = open(f"{log}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _append(log, f"{os.getpid()} conflict {time.time():.6f} {attempt}")
+        _append(log, f"{os.getpid()} start {time.time():.6f} {attempt}")
+        if attempt == 1:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            ctypes.PyDLL(None).sleep(int(params.get("seconds", 60)))
+        _append(log, f"{os.getpid()} end {time.time():.6f} {attempt}")
+        lock.close()
+        return success(1)
+
+
+class Detacher(Plugin):
+    """Starts programs that leave the child's process group, writes their pids (and the
+    child's) to ``pidfile``, then sleeps ``seconds``: ``session``, a ``sleep`` in a
+    session of its own; ``daemon``, ``setsid sleep`` started in the background by a shell
+    that exits at once (its parent is gone); with ``clean_env``, ``clean_env``, one in a
+    new session with a replaced environment.  ``stubborn`` ignores SIGTERM; ``crash``
+    exits at once after starting them."""
+
+    name = "detacher"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        path = Path(params["pidfile"])
+        kids = {"child": os.getpid(),
+                "session": subprocess.Popen(["sleep", "300"], start_new_session=True).pid}
+        if params.get("clean_env"):
+            kids["clean_env"] = subprocess.Popen(
+                ["sleep", "300"], start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}).pid
+        daemon = path.with_suffix(".daemon")
+        subprocess.run(["sh", "-c", f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {daemon}"],
+                       check=True)
+        kids["daemon"] = int(daemon.read_text())
+        path.write_text(json.dumps(kids))
+        if params.get("crash"):
+            os._exit(3)
+        if params.get("stubborn"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(float(params.get("seconds", 60)))
+        return success(1)
+
+
+class Chatty(Plugin):
+    """Prints :func:`leaked_text` on stdout, then ``mb`` MB in lines of 100 characters
+    (half on stderr), then :func:`leaked_text` again and ``last line``."""
+
+    name = "chatty"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        text = leaked_text()
+        print(text, flush=True)
+        block = ("y" * 99 + "\n") * 10_000  # 1,000,000 bytes
+        for i in range(int(params.get("mb", 1))):
+            (sys.stdout if i % 2 == 0 else sys.stderr).write(block)
+        print(text)
+        print("last line")
+        return success(1)
+
+
+class Hog(Plugin):
+    """Allocates ``step_mb`` MB at a time and keeps it, up to ``max_mb`` (zero-filled
+    memory the kernel hands out untouched: without a limit it costs address space, not
+    RAM), then succeeds."""
+
+    name = "hog"
+
+    def run(self, **params: Any) -> dict[str, Any]:
+        step = int(params.get("step_mb", 50))
+        kept = [bytes(step * 1024 * 1024) for _ in range(int(params["max_mb"]) // step)]
+        return success(len(kept))
+
+
+class LimitedHog(Hog):
+    """:class:`Hog` with a memory limit of its own."""
+
+    name = "hog_limited"
+    memory_limit_mb = 200
+
+
 PLUGINS = [Sleeper(), Flaky(), EnvDump(), Stepper(), Dates(), Crasher(), BadParams(), Quick(),
-           Leaky()]
+           Leaky(), GilHog(), Detacher(), Chatty(), Hog(), LimitedHog()]
