@@ -24,7 +24,8 @@ temporary directory, plugins ``plugins_bridge.examples:EXAMPLES`` and
    cross-check (granularity: one HGET round trip, printed);
 3. timeout enforcement (``--concurrency 1``): a ``sleep`` task (60 s, timeout 1 s,
    one attempt) followed by a queued noop: deadline -> task hash failed with
-   ``last_error_type=timeout``, and failed -> the noop ``running``;
+   ``last_error_type=timeout``, and deadline (the kill) -> the noop ``running`` (on
+   the warm spare, while the old child's tree is killed);
 4. memory: VmRSS of the supervisor and of each idle child after the drain;
 5. crash recovery: two workers with ``STOCKQ_LEASE_SECONDS=5``; SIGKILL of the
    supervisor running a long task, until the other supervisor completed it.
