@@ -45,6 +45,9 @@ async def test_submit_get_and_duplicate(api: TestClient[Any, Any]) -> None:
     assert (explicit["start_date"], explicit["end_date"]) == ("20240101", "20240131")
     assert explicit["task_type"] == "full" and explicit["priority_name"] == "low"
     assert (explicit["timeout_seconds"], explicit["max_attempts"]) == (60, 5)
+    assert explicit["memory_limit_mb"] == 0 and explicit["output"] == ""  # none set, none yet
+    limited = await submit(api, "adjust", memory_limit_mb=512)
+    assert limited["memory_limit_mb"] == 512
 
 
 BAD_TASKS: list[tuple[Any, str, str]] = [
@@ -81,6 +84,8 @@ BAD_TASKS: list[tuple[Any, str, str]] = [
     ({"plugin_name": "prices", "max_attempts": 0}, "invalid_input", "at least 1"),
     ({"plugin_name": "prices", "max_attempts": 21}, "invalid_input", "at most 20"),
     ({"plugin_name": "prices", "max_attempts": None}, "invalid_input", "max_attempts"),
+    ({"plugin_name": "prices", "memory_limit_mb": 0}, "invalid_input", "at least 1"),
+    ({"plugin_name": "prices", "memory_limit_mb": "1G"}, "invalid_input", "integer"),
     ({"plugin_name": "prices", "task_type": "weekly"}, "invalid_input", "task_type"),
     ({"plugin_name": "prices", "params": [1]}, "invalid_input", "params must be object"),
     ({"plugin_name": "prices", "user_id": "u" * 201}, "invalid_input", "user_id"),
