@@ -64,7 +64,7 @@ SUBMIT_PATH = "/api/v1/tasks"
 FULL = {"tasks": 1000, "submit_seconds": 40.0, "lease": 5.0, "deadline": 90.0,
         "child_kills": 12, "supervisor_kills": 4, "worker_restarts": 3,
         "redis_sigterms": 1, "redis_sigkills": 1}
-SHORT = {"tasks": 200, "submit_seconds": 8.0, "lease": 2.0, "deadline": 45.0,
+SHORT = {"tasks": 200, "submit_seconds": 8.0, "lease": 3.0, "deadline": 45.0,
          "child_kills": 1, "supervisor_kills": 1, "worker_restarts": 1,
          "redis_sigterms": 1, "redis_sigkills": 1}
 
@@ -428,7 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--short", action="store_true",
-                   help="the CI version: 200 tasks, one kill of each kind, lease 2 s")
+                   help="the CI version: 200 tasks, one kill of each kind, lease 3 s")
     p.add_argument("--tasks", type=int, help="tasks submitted (full 1000, short 200)")
     p.add_argument("--workers", type=int, default=3, help="stockq worker processes")
     p.add_argument("--concurrency", type=int, default=2, help="slots per worker")
@@ -452,14 +452,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ("redis-sigkills", "Redis restarts after SIGKILL")):
         p.add_argument(f"--{name}", type=int, help=f"{what} (full/short: "
                        f"{FULL[name.replace('-', '_')]}/{SHORT[name.replace('-', '_')]})")
-    p.add_argument("--lease", type=float, help="STOCKQ_LEASE_SECONDS (full 5, short 2)")
+    p.add_argument("--lease", type=float, help="STOCKQ_LEASE_SECONDS (full 5, short 3)")
     p.add_argument("--retry-base", type=float, default=0.2, help="STOCKQ_RETRY_BASE_SECONDS")
     p.add_argument("--retry-max", type=float, default=1.0, help="STOCKQ_RETRY_MAX_SECONDS")
     p.add_argument("--shutdown-grace", type=float, default=1.0,
                    help="stockq worker --shutdown-grace (a restart requeues longer tasks)")
     p.add_argument("--redis-down", type=float, default=0.5,
-                   help="seconds Redis stays down at a restart (keep it well below the "
-                        "lease: a longer outage lets running tasks be reaped and rerun)")
+                   help="seconds Redis stays down at a restart; with its restart it must "
+                        "stay below the lease minus two renewal intervals (min(2 s, "
+                        "lease/3) each), or running tasks may be reaped and run again")
     p.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     p.add_argument("--deadline", type=float,
                    help="seconds after the last submission and kill for every task to end "
