@@ -236,13 +236,17 @@ class GilHog(Plugin):
         return success(1)
 
 
+_UNWAITED: list[subprocess.Popen[bytes]] = []
+
+
 class Detacher(Plugin):
     """Starts programs that leave the child's process group, writes their pids (and the
     child's) to ``pidfile``, then sleeps ``seconds``: ``session``, a ``sleep`` in a
     session of its own; ``daemon``, ``setsid sleep`` started in the background by a shell
     that exits at once (its parent is gone); with ``clean_env``, ``clean_env``, one in a
-    new session with a replaced environment.  ``stubborn`` ignores SIGTERM; ``crash``
-    exits at once after starting them."""
+    new session with a replaced environment; ``exited``, a program that exits at once
+    and is never waited for.  ``stubborn`` ignores SIGTERM; ``crash`` exits at once
+    after starting them."""
 
     name = "detacher"
 
@@ -258,6 +262,9 @@ class Detacher(Plugin):
         subprocess.run(["sh", "-c", f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {daemon}"],
                        check=True)
         kids["daemon"] = int(daemon.read_text())
+        exited = subprocess.Popen(["true"])  # never waited for: a zombie of the child
+        _UNWAITED.append(exited)
+        kids["exited"] = exited.pid
         path.write_text(json.dumps(kids))
         if params.get("crash"):
             os._exit(3)

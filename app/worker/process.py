@@ -24,6 +24,9 @@ from app.worker.procs import Proc, marker_entry, read_proc
 from app.worker.protocol import FrameBuffer, encode
 
 INTERRUPT = "_interrupt"  # messages the supervisor itself puts in a child's inbox
+# the pids of the children started here that nobody has waited for yet: never collected
+# by app.worker.tree.reap_zombies (asyncio waits for them)
+UNREAPED: set[int] = set()
 
 
 class ChildGone(Exception):
@@ -151,6 +154,7 @@ class ChildProcess:
         finally:
             for fd in (r_in, w_out, r_life, w_print):
                 os.close(fd)
+        UNREAPED.add(self.proc.pid)
         self._me = read_proc(self.proc.pid)
         self._write_fd, self._lifeline_fd, self._output_fd = w_in, w_life, r_print
         os.set_blocking(w_in, True)
@@ -228,6 +232,7 @@ class ChildProcess:
                 pass
         killed = tree.kill_tree(self.proc.pid, recorded, marker_entry(self._config.worker_id))
         code = await self.proc.wait()
+        UNREAPED.discard(self.proc.pid)
         # below the child: every process signalled (some went with the SIGTERM)
         self.descendants_killed = len((recorded.keys() | killed.keys()) - {self.proc.pid})
         if self.descendants_killed:  # collect the ones re-parented to us, in the background

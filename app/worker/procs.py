@@ -35,10 +35,21 @@ def prctl(option: int, value: int) -> bool:
         return False
 
 
+_subreaper = False
+
+
 def become_subreaper() -> bool:
     """Make this process a child subreaper (Linux ≥ 3.4): orphans of the processes
-    below it come to it instead of PID 1.  Returns whether that worked."""
-    return prctl(PR_SET_CHILD_SUBREAPER, 1)
+    below it come to it instead of PID 1, and it must collect them when they exit.
+    Returns whether that worked."""
+    global _subreaper
+    _subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return _subreaper
+
+
+def is_subreaper() -> bool:
+    """Whether :func:`become_subreaper` made this process one."""
+    return _subreaper
 
 
 def marker_entry(worker_id: str) -> bytes:

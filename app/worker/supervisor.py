@@ -25,6 +25,7 @@ from app.logs import get_logger
 from app.models import WorkItem
 from app.queue import Clock, TaskQueue
 from app.settings import Settings, child_environment
+from app.worker import tree
 from app.worker.endings import (
     DETACHED,
     Outcome,
@@ -33,7 +34,8 @@ from app.worker.endings import (
     crash_outcome,
     killed_outcome,
 )
-from app.worker.process import INTERRUPT, ChildConfig, ChildGone, ChildProcess
+from app.worker.process import INTERRUPT, UNREAPED, ChildConfig, ChildGone, ChildProcess
+from app.worker.procs import is_subreaper
 from app.worker.services import SupervisorServices
 from plugins_bridge.warehouse import Warehouse
 
@@ -51,6 +53,7 @@ class PoolOptions:
     doorbell_timeout: float = 1.0  # also the pick-up delay for original-format pushes
     maintenance_interval: float = 1.0
     cleanup_interval: float = 60.0
+    zombie_interval: float = 30.0  # a subreaper collects orphans that exited meanwhile
     heartbeat_interval: float = 5.0
 
 
@@ -91,6 +94,7 @@ class Supervisor:
         self._retiring: list[asyncio.Task[Any]] = []
         self.started_at = clock()
         self._last_cleanup = 0.0
+        self._last_zombies = 0.0
 
     @property
     def processed(self) -> int:
@@ -419,6 +423,8 @@ class Supervisor:
                 out = killed_outcome(reason, running)
             out.output = child.output.end()
             await self.recorder.settle(task, out, ctx, claim=False)
+            if is_subreaper():  # its exited, unwaited children came to us as zombies
+                await asyncio.to_thread(tree.reap_zombies, frozenset(UNREAPED))
         except Exception as exc:  # the lease brings the task back
             log.exception("worker.ending_error", error=str(exc), **ctx)
         finally:
@@ -468,6 +474,9 @@ class Supervisor:
         if now - self._last_cleanup >= self.options.cleanup_interval:
             self._last_cleanup = now
             await self.queue.cleanup()
+        if is_subreaper() and now - self._last_zombies >= self.options.zombie_interval:
+            self._last_zombies = now
+            await asyncio.to_thread(tree.reap_zombies, frozenset(UNREAPED))
 
     async def _heartbeat(self) -> None:
         await self.queue.heartbeat(self.worker_id, {

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Collection
 
 from app.worker.procs import Proc, carries, descendants, process_table, read_proc
 
@@ -91,6 +92,23 @@ def kill_tree(group: int, recorded: dict[int, Proc], marker: bytes) -> dict[int,
         _send(pid, signal.SIGKILL)
     _send_group(group, signal.SIGKILL)
     return frozen
+
+
+def reap_zombies(keep: Collection[int]) -> int:
+    """Collect this process's exited children except ``keep`` (the children it started
+    itself, whose owners wait for them): orphans re-parented to a subreaper, e.g. a
+    plugin's program that had exited without being waited for when its child was
+    killed.  Returns how many.  Only for a subreaper whose other children are all in
+    ``keep``."""
+    me, count = os.getpid(), 0
+    for proc in process_table().values():
+        if proc.zombie and proc.ppid == me and proc.pid not in keep:
+            try:
+                os.waitpid(proc.pid, os.WNOHANG)
+                count += 1
+            except ChildProcessError:
+                pass
+    return count
 
 
 def reap(killed: dict[int, Proc], keep: int, timeout: float = 2.0) -> None:
