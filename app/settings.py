@@ -136,6 +136,10 @@ class Settings:
     # scheduler
     timezone: str = "Asia/Shanghai"
     daily_sync_cron: str = "0 18 * * 1-5"
+    # the jobs of plugins scheduled "weekly" / "monthly" (stock_datasource's: Saturday
+    # 10:00, the 1st at 10:00); a job exists only when a plugin is scheduled so
+    weekly_sync_cron: str = "0 10 * * 6"
+    monthly_sync_cron: str = "0 10 1 * *"
     catch_up_window_seconds: float = 24 * 3600.0
     schedule_grace_seconds: float = 60.0
     calendar_exchange: str = "SSE"
@@ -295,9 +299,12 @@ def _scheduler_values(env: Mapping[str, str]) -> dict[str, object]:
             raise ConfigError(f"STOCKQ_TIMEZONE={tz!r} is not a known time zone "
                               "(e.g. Asia/Shanghai)") from None
         values["timezone"] = tz
-    cron = env.get("STOCKQ_DAILY_SYNC_CRON", "").strip()
-    if cron:
-        values["daily_sync_cron"] = cron  # checked by app.scheduler.triggers at start-up
+    for name, key in (("STOCKQ_DAILY_SYNC_CRON", "daily_sync_cron"),
+                      ("STOCKQ_WEEKLY_SYNC_CRON", "weekly_sync_cron"),
+                      ("STOCKQ_MONTHLY_SYNC_CRON", "monthly_sync_cron")):
+        cron = env.get(name, "").strip()
+        if cron:
+            values[key] = cron  # checked by app.scheduler.triggers at start-up
     if env.get("STOCKQ_CATCH_UP_WINDOW_HOURS"):
         hours = _number("STOCKQ_CATCH_UP_WINDOW_HOURS", env["STOCKQ_CATCH_UP_WINDOW_HOURS"],
                         float, 0)

@@ -188,12 +188,12 @@ def test_missing_accessors_take_defaults_and_failing_ones_skip(sds: Any) -> None
         ({"frequency": "daily", "time": "18:30"}, "daily"),
         ({"time": "9:05"}, "daily"),
         ({"cron": "0 6 * * *", "timezone": "Asia/Shanghai"}, "daily"),
-        # weekly plugins run on Saturday at 10:00, monthly ones on the 1st at 10:00
-        ({"frequency": "weekly", "time": "17:00", "day_of_week": "fri"}, "weekly sat 10:00"),
-        ({"frequency": "weekly"}, "weekly sat 10:00"),
-        ("weekly", "weekly sat 10:00"),
-        ({"frequency": "monthly", "day": 1, "time": "20:00"}, "monthly 1 10:00"),
-        ({"frequency": "Monthly"}, "monthly 1 10:00"),
+        # weekly plugins join weekly_sync (Saturday 10:00), monthly ones monthly_sync
+        ({"frequency": "weekly", "time": "17:00", "day_of_week": "fri"}, "weekly"),
+        ({"frequency": "weekly"}, "weekly"),
+        ("weekly", "weekly"),
+        ({"frequency": "monthly", "day": 1, "time": "20:00"}, "monthly"),
+        ({"frequency": "Monthly"}, "monthly"),
         # realtime plugins are not in any scheduled job
         ({"frequency": "realtime", "time": "09:30"}, None),
         ("realtime", None),

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from app import queries
-from app.errors import NothingToRun, RedisUnavailable, ScheduleNotFound
+from app.errors import ConfigError, NothingToRun, RedisUnavailable, ScheduleNotFound
 from app.queue import TaskQueue
 from app.scheduler.calendar import TradingCalendar
 from app.scheduler.daemon import SchedulerDaemon
@@ -306,3 +306,30 @@ async def test_a_fire_repeated_after_a_crash_reuses_the_execution(
     assert len(await executions(service.queue)) == 1
     marker = await service.queue.client.get(k.schedule_slot(DAILY_SYNC, ts))
     assert json.loads(marker)["execution_id"] == first.execution_id
+
+
+def test_weekly_and_monthly_plugins_share_one_job_each(settings: Settings) -> None:
+    """Plugins scheduled "weekly" / "monthly" run together, as stock_datasource's weekly
+    (Saturday 10:00) and monthly (the 1st, 10:00) jobs run them; the jobs exist only
+    when some plugin is scheduled so, and their triggers are settings."""
+    from plugins_bridge.contract import Plugin
+
+    def plugin(name: str, when: str) -> Plugin:
+        made = Plugin()
+        made.name, made.schedule = name, when
+        return made
+
+    registry = PluginRegistry([plugin("lists", "weekly"), plugin("index", "weekly"),
+                               plugin("reports", "monthly"), plugin("bars", "daily")])
+    jobs = {j.name: j for j in build_jobs(settings, registry)}
+    assert list(jobs) == ["daily_sync", "weekly_sync", "monthly_sync"]
+    assert (jobs["weekly_sync"].expression, jobs["weekly_sync"].plugins) == \
+        ("0 10 * * 6", ("index", "lists"))
+    assert (jobs["monthly_sync"].expression, jobs["monthly_sync"].plugins) == \
+        ("0 10 1 * *", ("reports",))
+    moved = replace(settings, weekly_sync_cron="weekly fri 18:30")
+    assert find_job(build_jobs(moved, registry), "weekly_sync").expression == "30 18 * * fri"
+    with pytest.raises(ConfigError, match="STOCKQ_MONTHLY_SYNC_CRON"):
+        build_jobs(replace(settings, monthly_sync_cron="sometimes"), registry)
+    assert [j.name for j in build_jobs(settings, PluginRegistry([plugin("b", "daily")]))] \
+        == ["daily_sync"]

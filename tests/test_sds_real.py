@@ -82,7 +82,7 @@ def test_every_real_plugin_is_adapted_as_their_worker_sees_it(
         "trade_date": 32, "date_range": 28, "no_params": 7, "entity_code": 3,
         "month_range": 1}
     # its unified scheduler: one daily job, weekly on Saturday, monthly on the 1st
-    expected = {"daily": "daily", "weekly": "weekly sat 10:00", "monthly": "monthly 1 10:00",
+    expected = {"daily": "daily", "weekly": "weekly", "monthly": "monthly",
                 "realtime": None}
     assert {n: p["schedule"] for n, p in plugins.items()} == \
         {n: expected[p["frequency"]] for n, p in plugins.items()}
@@ -228,8 +228,13 @@ from app.api.app import create_app
 from app.doctor import check_plugins
 from app.settings import load_settings
 
+from app.scheduler.jobs import build_jobs
+from plugins_bridge.registry import PluginRegistry
+
 settings = load_settings()
 findings = [asdict(f) for f in check_plugins(settings) if f.check == "plugins"]
+jobs = {j.name: [j.expression, *j.plugins]
+        for j in build_jobs(settings, PluginRegistry.from_settings(settings))}
 
 async def route():
     async with TestClient(TestServer(create_app(settings))) as client:
@@ -237,7 +242,7 @@ async def route():
         body = await reply.json()
         return reply.status, len(body["plugins"]), body["unavailable"]
 
-print(json.dumps({"findings": findings, "route": asyncio.run(route())}))
+print(json.dumps({"findings": findings, "route": asyncio.run(route()), "jobs": jobs}))
 """
 
 
@@ -251,6 +256,14 @@ def test_doctor_and_the_plugins_route_name_what_did_not_load(
     warned = [f for f in found["findings"] if f["level"] == "warn"]
     assert len(warned) == 1 and "tushare_hk_daily" in warned[0]["detail"]
     assert "yfinance" in warned[0]["detail"] and warned[0]["fix"].startswith("install yfinance")
+    # the jobs of stock_datasource's unified scheduler, no job per plugin
+    jobs = found["jobs"]
+    assert list(jobs) == ["daily_sync", "weekly_sync", "monthly_sync"]
+    assert jobs["weekly_sync"] == ["0 10 * * 6", *(f"tushare_{n}" for n in (
+        "etf_basic", "etf_index", "hk_basic", "index_basic", "index_monthly", "index_weekly",
+        "stock_basic", "ths_index", "weekly"))]
+    assert jobs["monthly_sync"][0] == "0 10 1 * *" and len(jobs["monthly_sync"]) == 1 + 15
+    assert len(jobs["daily_sync"]) == 1 + 41
     # without the token the plugin manager cannot even be imported: doctor fails and says
     # which variable is missing
     found = run_in_snapshot(sds_python, snapshot_src, PROBLEMS)

@@ -24,8 +24,9 @@ Mapping (``config`` is the plugin's config.json), each as stock_datasource behav
 * ``dependencies``: ``get_dependencies()`` and config ``dependencies``;
   ``optional_dependencies``: ``get_optional_dependencies()``;
 * ``schedule`` (:func:`map_schedule`) from ``get_schedule()``: its unified scheduler runs
-  one daily job of every ``daily`` plugin (``daily``: stockq's ``daily_sync``), weekly
-  plugins on Saturday at 10:00 and monthly ones on the 1st at 10:00, whatever the
+  one daily job of every ``daily`` plugin (``daily``: stockq's ``daily_sync``), one of the
+  weekly plugins on Saturday at 10:00 and one of the monthly ones on the 1st at 10:00
+  (``weekly``/``monthly``: stockq's ``weekly_sync``/``monthly_sync``), whatever the
   plugin's own time or day; ``realtime`` plugins are not scheduled;
 * arguments of each task type: :mod:`plugins_bridge.adapters.sds_plan` (``plan_runs``);
 * ``groups``: ``("stock_datasource",)``.
@@ -65,8 +66,8 @@ GROUP = "stock_datasource"
 MAX_ATTEMPTS = 3  # services/task_queue.py: max_attempts of every task
 TIMEOUT_SECONDS = 3600  # incremental; modules/datamanage/service.py
 LONG_TIMEOUT_SECONDS = 7200  # full and backfill
-WEEKLY = "weekly sat 10:00"  # tasks/unified_scheduler.py: the weekly and monthly jobs
-MONTHLY = "monthly 1 10:00"
+WEEKLY = "weekly"  # stockq's weekly_sync and monthly_sync: tasks/unified_scheduler.py's
+MONTHLY = "monthly"  # weekly (Saturday 10:00) and monthly (the 1st, 10:00) jobs
 
 _CLOCK = r"([01]?\d|2[0-3]):[0-5]\d"
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sunday", "monday", "tuesday",
@@ -363,9 +364,9 @@ def map_schedule(value: Any, plugin: str = "") -> str | None:
     with ``plugins.adapter_schedule_ignored``).
 
     A dict (what ``get_schedule()`` returns) counts by its ``frequency`` (default
-    ``daily``, also for a ``cron`` entry, as ``get_schedule()`` fills it in): ``daily``
-    -> ``"daily"`` (stockq's daily sync), ``weekly`` -> ``"weekly sat 10:00"``,
-    ``monthly`` -> ``"monthly 1 10:00"``, ``realtime`` -> None.  A string is a
+    ``daily``, also for a ``cron`` entry, as ``get_schedule()`` fills it in): ``daily``,
+    ``weekly`` and ``monthly`` are kept (stockq's ``daily_sync``, ``weekly_sync`` and
+    ``monthly_sync``), ``realtime`` -> None.  A string is a
     frequency word, or a stockq schedule kept as it is (``"weekly fri 18:00"``, a
     5-field crontab) for plugins written that way.
     """
