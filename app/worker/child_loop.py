@@ -81,10 +81,13 @@ def serve(fd_in: int, fd_out: int) -> int:
             name = task["plugin_name"]
             limit = limit_mb(task, registry.get(name) if name in registry else None,
                              settings.memory_limit_mb)
-            with memory_limit(limit):
+            if limit:
+                with memory_limit(limit):
+                    out = run_task(registry, task, channel.send, proxy)
+                if out.error_type == "memory_exceeded":
+                    out.error = f"{out.error} (memory limit {limit} MB)"
+            else:  # no context manager on the hot path
                 out = run_task(registry, task, channel.send, proxy)
-            if out.error_type == "memory_exceeded" and limit:
-                out.error = f"{out.error} (memory limit {limit} MB)"
         _flush_output()
         channel.send(out.to_message(str(task["task_id"])))
         _reap_children()
