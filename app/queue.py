@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.errors import TaskNotFound
+from app.errors import RedisUnavailable, TaskNotFound
 from app.failures import bound_message, is_retryable
 from app.keys import Keys, fixed_keys
 from app.logs import get_logger
@@ -146,6 +146,9 @@ class TaskQueue:
         # every text a caller hands in (a plugin's error, progress message, checkpoint,
         # result; a cancel reason) passes through it before it is stored
         self.redact = redactor_for(settings)
+        # (worker id, lease token) of claiming calls that got no answer: Redis may have
+        # run them (see recover_claim.lua); the next claim_work looks for their task
+        self._unanswered: list[tuple[str, str]] = []
 
     async def aclose(self) -> None:
         """Close the script connection (the redis-py client is the caller's)."""
@@ -228,10 +231,45 @@ class TaskQueue:
 
     async def claim_work(self, worker_id: str, token: str | None = None) -> WorkItem | None:
         """:meth:`claim` for a worker: the task comes back as a :class:`WorkItem` (only
-        what running it needs, a smaller reply than the whole hash)."""
+        what running it needs, a smaller reply than the whole hash).  A task claimed by
+        an earlier call whose reply never came comes first (:meth:`_recover`)."""
+        if self._unanswered:
+            recovered = await self._recover()
+            if recovered is not None:
+                return recovered
         token = token or new_token()
-        return _work_or_none(await self.run("claim", [], self._claim_args(worker_id, token,
-                                                                           work=True)), token)
+        return _work_or_none(await self._claiming(
+            "claim", [], self._claim_args(worker_id, token, work=True), worker_id, token),
+            token)
+
+    async def _claiming(self, name: str, keys: list[str], args: list[Any],
+                        worker: str | None, token: str) -> Any:
+        """Run a transition that may claim for ``worker`` under ``token``; when it gets
+        no answer, remember the two: Redis may have run it."""
+        try:
+            return await self.run(name, keys, args)
+        except RedisUnavailable:
+            if worker:
+                self._unanswered.append((worker, token))
+            raise
+
+    async def _recover(self) -> WorkItem | None:
+        """The task an unanswered claiming call left running under its worker and
+        token, with its lease renewed; None when there is none (the call never ran or
+        claimed nothing, or the lease ran out and the reaper took the task back)."""
+        while self._unanswered:
+            worker, token = self._unanswered[0]
+            raw = await self.run("recover_claim", [], [
+                worker, token, int(self.settings.lease_seconds * 1000)])
+            self._unanswered.pop(0)
+            if raw:
+                item = _work_or_none(raw, token)
+                if item is not None:
+                    self.log.warning("task.claim_recovered", task_id=item.task_id,
+                                     plugin=item.plugin_name, attempt=item.attempt,
+                                     worker=worker)
+                    return item
+        return None
 
     async def wait_for_doorbell(self, timeout: float) -> bool:
         """Block until a task was made ready (or ``timeout`` s); True when rung."""
@@ -265,12 +303,13 @@ class TaskQueue:
         summary = self.redact(json.dumps(result, ensure_ascii=False, default=str))[:4000] \
             if result else ""
         token = new_token()
-        _, nxt = await self.run(
+        _, nxt = await self._claiming(
             "complete",
             [self.keys.task(task.task_id)],
             [task.task_id, task.lease_token, int(records), summary, self._retention,
              self.redact(checkpoint), *self._output_args(output, output_bytes),
              *self._claim_args(claim_for, token, work=True)],
+            claim_for, token,
         )
         return _work_or_none(nxt, token)
 
@@ -292,7 +331,7 @@ class TaskQueue:
         ``output`` as in :meth:`complete`."""
         retry = is_retryable(error_type) if retryable is None else retryable
         token = new_token()
-        status, at, attempt, nxt = await self.run(
+        status, at, attempt, nxt = await self._claiming(
             "fail",
             [self.keys.task(task.task_id)],
             [
@@ -311,6 +350,7 @@ class TaskQueue:
                 *self._output_args(output, output_bytes),
                 *self._claim_args(claim_for, token, work=True),
             ],
+            claim_for, token,
         )
         return FailOutcome(TaskStatus(status), int(attempt), int(at) or None,
                            _work_or_none(nxt, token))

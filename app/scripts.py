@@ -51,6 +51,7 @@ TRANSITIONS = (
     "record_fire",
     "promote",
     "quota",
+    "recover_claim",
 )
 
 

@@ -87,6 +87,7 @@ class Recorder:
                         unlogged_bytes=out.output.unlogged_bytes,
                         kept_bytes=len(out.output.text.encode("utf-8", "replace")), **ctx)
         backoff = 0.2
+        unanswered = False  # a try got no reply: Redis may have recorded it (and claimed)
         while True:
             try:
                 return await self._record(task, out, claim_for, ctx), tried
@@ -96,11 +97,16 @@ class Recorder:
             except RedisUnavailable as exc:
                 if self._stop_now.is_set():
                     return None, False
+                unanswered = True
                 log.warning("worker.redis_unavailable", error=str(exc), **ctx)
                 await asyncio.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
             except StockqError as exc:  # e.g. the task was deleted meanwhile
-                log.error("task.settle_failed", error=str(exc), **ctx)
+                if unanswered:  # the try that got no reply did record it; the task it
+                    # claimed comes back with the next claim (TaskQueue.claim_work)
+                    log.warning("task.settle_already_recorded", error=str(exc), **ctx)
+                else:
+                    log.error("task.settle_failed", error=str(exc), **ctx)
                 return None, False
 
     async def _record(self, task: WorkItem, out: Outcome, claim: str | None,
