@@ -254,7 +254,8 @@ def test_the_quota_holds_across_two_worker_processes(redis_url: str, tmp_path: P
                 w.wait_started()
             for n in range(2):  # 16 calls in all, 10 a minute allowed for the token
                 subprocess.run([sys.executable, "-m", "app.cli", "submit", "tushare_probe",
-                                "--param-json", "calls=8", "--param", f"n={n}"],
+                                "--param-json", "calls=8", "--param", f"n={n}",
+                                "--param", f"barrier={tmp_path / 'barrier'}"],
                                env=env, cwd=ROOT, check=True, capture_output=True, timeout=60)
             wait_until(lambda: all(w.events("task.started") for w in workers), 30,
                        "both workers running a probe")
