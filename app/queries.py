@@ -7,12 +7,13 @@ whose hash has expired are dropped from the index as they are met.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from app.errors import ExecutionNotFound, InvalidInput
 from app.keys import PRIORITIES
-from app.models import Execution, Task, TaskStatus
+from app.models import Execution, ExecutionStatus, Task, TaskStatus
 from app.queue import TaskQueue
 from app.redis_client import redis_errors
 
@@ -20,9 +21,12 @@ MAX_PAGE = 500
 _SCAN_BUDGET = 20  # batches read for one filtered page before returning a cursor
 
 
+T = TypeVar("T")
+
+
 @dataclass(slots=True)
-class Page:
-    items: list[Task]
+class Page(Generic[T]):
+    items: list[T]
     next_cursor: str | None
 
 
@@ -62,13 +66,22 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
     return value, member
 
 
-async def get_many(queue: TaskQueue, task_ids: list[str]) -> list[Task | None]:
+async def get_many(queue: TaskQueue, task_ids: Sequence[str]) -> list[Task | None]:
     with redis_errors(queue.settings):
         async with queue.client.pipeline(transaction=False) as pipe:
             for tid in task_ids:
                 pipe.hgetall(queue.keys.task(tid))
             raw = await pipe.execute()
     return [Task.from_hash(h) if h else None for h in raw]
+
+
+async def get_executions(queue: TaskQueue, ids: Sequence[str]) -> list[Execution | None]:
+    with redis_errors(queue.settings):
+        async with queue.client.pipeline(transaction=False) as pipe:
+            for eid in ids:
+                pipe.hgetall(queue.keys.execution(eid))
+            raw = await pipe.execute()
+    return [Execution.from_hash(h) if h else None for h in raw]
 
 
 async def list_tasks(
@@ -79,7 +92,7 @@ async def list_tasks(
     execution_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> Page:
+) -> Page[Task]:
     """A page of tasks filtered by status, plugin and/or execution."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
@@ -102,7 +115,42 @@ async def list_tasks(
     def keep(t: Task) -> bool:
         return (not plugin or t.plugin_name == plugin) and (not status or t.status == status)
 
-    return await _page_index(queue, index, limit, _parse_cursor(cursor), keep)
+    return await _page_index(queue, index, limit, _parse_cursor(cursor), keep, get_many)
+
+
+async def list_executions(
+    queue: TaskQueue,
+    *,
+    status: str | None = None,
+    trigger_types: Collection[str] = (),
+    group: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Execution]:
+    """A page of executions, newest first (by creation), filtered by status, trigger
+    type (any of ``trigger_types``), group name and creation time (``since_ms``
+    inclusive, ``until_ms`` exclusive), from the execution index."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    if status is not None:
+        try:
+            ExecutionStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in ExecutionStatus)
+            raise InvalidInput(f"status {status!r} must be one of {names}") from None
+    wanted = frozenset(trigger_types)
+
+    def keep(e: Execution) -> bool:
+        return ((not status or e.status == status)
+                and (not wanted or e.trigger_type in wanted)
+                and (group is None or e.group_name == group))
+
+    return await _page_index(
+        queue, queue.keys.execution_index, limit, _parse_cursor(cursor), keep, get_executions,
+        low="-inf" if since_ms is None else str(since_ms),
+        high="+inf" if until_ms is None else f"({until_ms}")
 
 
 async def _skip_to_cursor(queue: TaskQueue, index: str, after: tuple[float, str]) -> int:
@@ -121,9 +169,14 @@ async def _skip_to_cursor(queue: TaskQueue, index: str, after: tuple[float, str]
 
 
 async def _page_index(queue: TaskQueue, index: str, limit: int,
-                      after: tuple[float, str] | None, keep: Any) -> Page:
-    items: list[Task] = []
-    max_score = "+inf" if after is None else repr(after[0])
+                      after: tuple[float, str] | None, keep: Callable[[T], bool],
+                      fetch: Callable[[TaskQueue, Sequence[str]], Awaitable[list[T | None]]],
+                      *, low: str = "-inf", high: str = "+inf") -> Page[T]:
+    """Members of ``index`` newest first, read with ``fetch`` (None: the hash expired,
+    so the member is dropped from the index), those ``keep`` accepts, ``limit`` of them
+    (or what ``_SCAN_BUDGET`` batches found) with the cursor after the last one read."""
+    items: list[T] = []
+    max_score = high if after is None else repr(after[0])
     offset = 0
     batch = max(limit * 2, 50)
     last = after
@@ -133,7 +186,7 @@ async def _page_index(queue: TaskQueue, index: str, limit: int,
             offset = await _skip_to_cursor(queue, index, after)
         while budget > 0:
             rows = await queue.client.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=batch, withscores=True
+                index, max_score, low, start=offset, num=batch, withscores=True
             )
             exhausted = len(rows) < batch
             offset += len(rows)
@@ -143,15 +196,15 @@ async def _page_index(queue: TaskQueue, index: str, limit: int,
                 # a batch made only of ties before the cursor is not work done for this
                 # page: charging it would let a large tie return no item and no progress
                 budget -= 1
-            tasks = await get_many(queue, [r[0] for r in rows])
-            dead = [r[0] for r, t in zip(rows, tasks, strict=True) if t is None]
+            found = await fetch(queue, [r[0] for r in rows])
+            dead = [r[0] for r, t in zip(rows, found, strict=True) if t is None]
             if dead:  # expired hashes: drop them from the index as we pass
                 await queue.client.zrem(index, *dead)
                 offset -= len(dead)
-            for (member, score), task in zip(rows, tasks, strict=True):
+            for (member, score), item in zip(rows, found, strict=True):
                 last = (score, member)
-                if task is not None and keep(task):
-                    items.append(task)
+                if item is not None and keep(item):
+                    items.append(item)
                     if len(items) == limit:
                         return Page(items, f"{score!r}:{member}")
             if exhausted:
@@ -160,7 +213,7 @@ async def _page_index(queue: TaskQueue, index: str, limit: int,
 
 
 async def _list_execution(queue: TaskQueue, execution_id: str, status: str | None,
-                          plugin: str | None, limit: int, cursor: str | None) -> Page:
+                          plugin: str | None, limit: int, cursor: str | None) -> Page[Task]:
     try:
         start = int(cursor) if cursor else 0
     except ValueError:

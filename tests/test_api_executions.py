@@ -9,11 +9,14 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient
 
+from app.executions import BatchTask, create_execution
+from app.models import TaskSpec
 from app.queue import TaskQueue
 from tests.api_support import KNOWN, V1, fails, ok
 from tests.api_support import api as api  # fixtures: pytest finds them by name here
 from tests.api_support import store as store
 from tests.api_support import worker as worker
+from tests.conftest import FakeClock
 
 
 # ------------------------------------------------------------------ executions
@@ -178,3 +181,65 @@ async def test_plugins(api: TestClient[Any, Any]) -> None:
     assert prices["default_timeout_seconds"] == 600
     assert out["groups"] == {"daily": ["adjust", "prices"], "reference": ["calendar"],
                              "reports": ["report"]}
+
+
+async def test_list_executions_filters_and_pages(api: TestClient[Any, Any], queue: TaskQueue,
+                                                  clock: FakeClock) -> None:
+    """GET /executions: newest first by creation, filtered by status, trigger types,
+    group and creation time, paged with a cursor that visits each one once."""
+    made: list[tuple[str, str, str]] = []  # (id, trigger, group), oldest first
+    for i, (trigger, group) in enumerate([("scheduled", "daily_sync"), ("api", ""),
+                                          ("group", "mine"), ("catch_up", "daily_sync"),
+                                          ("api", "")]):
+        clock.now = 1_767_225_600.0 + 3600 * i  # 2026-01-01T00:00Z + i hours
+        eid, _ = await create_execution(queue, [BatchTask(TaskSpec.build("prices",
+                                                                         params={"i": i}))],
+                                        trigger_type=trigger, group_name=group)
+        made.append((eid, trigger, group))
+    newest_first = [m[0] for m in reversed(made)]
+    out = await ok(api, "GET", f"{V1}/executions")
+    assert [e["execution_id"] for e in out["items"]] == newest_first
+    assert out["next_cursor"] is None
+    first = out["items"][0]
+    assert first["status"] == "pending" and first["total"] == 1 and first["pending"] == 1
+    assert first["trigger_type"] == "api" and first["plugins"] == ["prices"]
+    assert first["created_at"] == "2026-01-01T04:00:00+00:00"
+    assert "tasks" not in first and "task_ids" not in first
+
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        page = await ok(api, "GET", f"{V1}/executions?limit=2" + (f"&cursor={cursor}"
+                                                                   if cursor else ""))
+        assert len(page["items"]) <= 2
+        seen += [e["execution_id"] for e in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert seen == newest_first
+
+    scheduled = await ok(api, "GET", f"{V1}/executions?trigger_type=scheduled,catch_up")
+    assert [e["execution_id"] for e in scheduled["items"]] == [made[3][0], made[0][0]]
+    mine = await ok(api, "GET", f"{V1}/executions?group=mine")
+    assert [e["execution_id"] for e in mine["items"]] == [made[2][0]]
+    window = await ok(api, "GET", f"{V1}/executions?since=2026-01-01T01:00:00Z"
+                                  "&until=2026-01-01T03:00:00%2B00:00")
+    assert [e["execution_id"] for e in window["items"]] == [made[2][0], made[1][0]]
+    assert (await ok(api, "GET", f"{V1}/executions?until=2026-01-01"))["items"] == []
+
+    claimed = await queue.claim("w1")
+    assert claimed is not None
+    await queue.complete(claimed)
+    done = await ok(api, "GET", f"{V1}/executions?status=completed")
+    assert [e["execution_id"] for e in done["items"]] == [made[0][0]]
+    assert done["items"][0]["completed"] == 1 and done["items"][0]["completed_at"]
+    running = await ok(api, "GET", f"{V1}/executions?status=pending&trigger_type=api")
+    assert [e["execution_id"] for e in running["items"]] == [made[4][0], made[1][0]]
+
+    for query, fragment in (("status=done", "status 'done' must be one of"),
+                            ("since=yesterday", "since 'yesterday' must be a date"),
+                            ("until=2026-02-30", "until '2026-02-30'"),
+                            ("limit=0", "limit must be between 1 and 500"),
+                            ("cursor=nan:x", "cursor 'nan:x' is malformed")):
+        assert fragment in await fails(api, "GET", f"{V1}/executions?{query}", 400,
+                                       "invalid_input")

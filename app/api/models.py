@@ -120,6 +120,19 @@ EXECUTION = Model(
     extra=True,
 )
 
+EXECUTION_LIST = Model(
+    "ExecutionList",
+    (
+        Field("items", ("array",), items="object", required=True,
+              description="executions as GET /executions/{id} has them, without tasks: "
+                          "execution_id, status, trigger_type, group_name, date_range, "
+                          "plugins, total, completed, failed, cancelled, pending, "
+                          "created_at, started_at, completed_at"),
+        Field("next_cursor", ("string",), nullable=True,
+              description="pass back as cursor for the next page; null at the end"),
+    ),
+)
+
 SCHEDULES = Model(
     "ScheduleList",
     (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from app import queries
 from app.api.app import REGISTRY, SANDBOX, SETTINGS, WAREHOUSE, jsonable, queue_of
 from app.api.models import (
     EXECUTION,
+    EXECUTION_LIST,
     EXECUTION_SUBMIT,
     FIRE,
     QUERY,
@@ -26,10 +28,10 @@ from app.api.schema import Model
 from app.errors import InvalidInput, ReadOnlyViolation, TaskNotFound
 from app.executions import cancel_execution, create_execution, retry_execution
 from app.logs import get_logger
-from app.models import TaskSpec, TaskStatus
+from app.models import TaskSpec, TaskStatus, parse_date
 from app.scheduler.service import schedule_service
 from app.submission import build_spec, plan_execution
-from plugins_bridge.warehouse import WarehouseUnavailable
+from plugins_bridge.warehouse import WarehouseUnavailable, parse_time
 
 log = get_logger("stockq.api")
 
@@ -187,6 +189,35 @@ async def submit_execution(request: web.Request) -> web.Response:
                     status=202)
 
 
+async def list_executions(request: web.Request) -> web.Response:
+    q = request.query
+    triggers = [t for t in (q.get("trigger_type") or "").split(",") if t.strip()]
+    page = await queries.list_executions(
+        queue_of(request), status=q.get("status") or None,
+        trigger_types=[t.strip() for t in triggers], group=q.get("group"),
+        since_ms=epoch_ms(q["since"], "since") if q.get("since") else None,
+        until_ms=epoch_ms(q["until"], "until") if q.get("until") else None,
+        limit=_limit(request), cursor=q.get("cursor") or None)
+    return jsonable({"items": [e.to_dict() for e in page.items],
+                     "next_cursor": page.next_cursor})
+
+
+def epoch_ms(text: str, what: str) -> int:
+    """A date (YYYY-MM-DD or YYYYMMDD: its midnight, UTC) or an ISO 8601 time (UTC
+    when it names no offset) as epoch milliseconds, as GET /history reads them."""
+    text = text.strip()
+    try:
+        if len(text) in (8, 10) and text.replace("-", "").isdigit():
+            day = parse_date(text, what)
+            moment = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC)
+        else:
+            moment = parse_time(text).replace(tzinfo=UTC)
+    except (ValueError, InvalidInput):
+        raise InvalidInput(f"{what} {text!r} must be a date (YYYY-MM-DD) or an ISO 8601 "
+                           "time") from None
+    return int(moment.timestamp() * 1000)
+
+
 def _date_range(spec: TaskSpec) -> str:
     """``start-end`` of the (normalised) dates the execution covers, or ''."""
     if spec.start_date or spec.end_date:
@@ -320,6 +351,20 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{V1}/executions", submit_execution,
           "Queue a dependency-ordered batch of plugin runs", 202, EXECUTION_SUBMIT,
           errors=(400, 401, 403, 413, 415, 503), tag="executions"),
+    Route("GET", f"{V1}/executions", list_executions,
+          "List executions, newest first (by creation), paged", response=EXECUTION_LIST,
+          params=(
+              Param("status", "query", description="pending|running|completed|failed|"
+                    "cancelled"),
+              Param("trigger_type", "query", description="one or more, comma-separated: "
+                    "api|cli|manual|scheduled|catch_up|group|retry|..."),
+              Param("group", "query", description="the group (or schedule job) name"),
+              Param("since", "query", description="created at or after: date (UTC "
+                    "midnight) or ISO 8601 time"),
+              Param("until", "query", description="created before: date or ISO 8601 time"),
+              Param("limit", "query", "integer", "1-500, default 50"),
+              Param("cursor", "query", description="next_cursor of the previous page")),
+          errors=(400, 401, 503), tag="executions"),
     Route("GET", f"{V1}/executions/{{execution_id}}", get_execution,
           "An execution with its tasks and an error summary", response=EXECUTION,
           params=(EXECUTION_ID,), errors=(401, 404, 503), tag="executions"),
