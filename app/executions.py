@@ -136,9 +136,7 @@ def _shape_fields(fields: dict[str, str]) -> list[str]:
 
 def _digest_prefix(spec: TaskSpec) -> str:
     """The dedup_digest JSON of ``spec`` up to its params (which come last)."""
-    head = _DIGEST_JSON([spec.plugin_name, spec.task_type.value, list(spec.trade_dates),
-                         spec.start_date, spec.end_date])
-    return head[:-1] + ","
+    return _DIGEST_JSON(spec.identity())[:-1] + ","
 
 
 def _task_records(tasks: Sequence[BatchTask], ids: list[str]

@@ -142,6 +142,9 @@ class TaskSpec:
     user_id: str = ""
     username: str = ""
     trigger: str = "manual"
+    # the original producer's per-task fields, handed to every call of the plugin
+    ts_code: str = ""
+    data_source: str = ""
 
     @classmethod
     def build(
@@ -160,6 +163,8 @@ class TaskSpec:
         user_id: object = "",
         username: object = "",
         trigger: str = "manual",
+        ts_code: object = "",
+        data_source: object = "",
         limits: Limits | None = None,
     ) -> TaskSpec:
         lim = limits or Limits()
@@ -204,7 +209,8 @@ class TaskSpec:
         )
         memory = 0 if memory_limit_mb is None else _bounded_int(
             memory_limit_mb, "memory_limit_mb", 1, MAX_MEMORY_LIMIT_MB)
-        for name, val in (("user_id", user_id), ("username", username)):
+        for name, val in (("user_id", user_id), ("username", username), ("ts_code", ts_code),
+                          ("data_source", data_source)):
             if not isinstance(val, str) or len(val) > 200:
                 raise InvalidInput(f"{name} must be a string of at most 200 characters")
         return cls(
@@ -221,19 +227,25 @@ class TaskSpec:
             user_id=str(user_id),
             username=str(username),
             trigger=trigger,
+            ts_code=str(ts_code).strip(),
+            data_source=str(data_source).strip(),
         )
 
+    def identity(self) -> list[Any]:
+        """What makes two specs the same work, without the params (which follow it in
+        :meth:`dedup_digest`): plugin, type, dates, and the per-task code and data
+        source when either is set."""
+        ident: list[Any] = [self.plugin_name, self.task_type.value, list(self.trade_dates),
+                            self.start_date, self.end_date]
+        if self.ts_code or self.data_source:
+            ident += [self.ts_code, self.data_source]
+        return ident
+
     def dedup_digest(self) -> str:
-        """Identity of the work: same plugin, type, dates and params => same digest."""
-        ident = [
-            self.plugin_name,
-            self.task_type.value,
-            list(self.trade_dates),
-            self.start_date,
-            self.end_date,
-            self.params,
-        ]
-        return hashlib.sha1(_digest_json(ident).encode("utf-8")).hexdigest()
+        """Identity of the work: same plugin, type, dates, code, source and params =>
+        same digest."""
+        return hashlib.sha1(_digest_json([*self.identity(), self.params]).encode("utf-8")
+                            ).hexdigest()
 
     def to_fields(self, task_id: str) -> dict[str, str]:
         """The hash fields the Lua scripts write for this spec (all strings)."""
@@ -256,6 +268,10 @@ class TaskSpec:
             out["params"] = _params_json(self.params)
         if self.memory_limit_mb:
             out["memory_limit_mb"] = str(self.memory_limit_mb)
+        if self.ts_code:
+            out["ts_code"] = self.ts_code
+        if self.data_source:
+            out["data_source"] = self.data_source
         return out
 
 
@@ -373,6 +389,8 @@ class Task:
     output: str = ""
     output_bytes: int = 0
     output_attempt: int = 0
+    ts_code: str = ""  # the original producer's per-task fields
+    data_source: str = ""
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Task:
@@ -421,6 +439,8 @@ class Task:
             output=h.get("output", ""),
             output_bytes=_int(h.get("output_bytes")),
             output_attempt=_int(h.get("output_attempt")),
+            ts_code=h.get("ts_code", ""),
+            data_source=h.get("data_source", ""),
         )
 
     def to_dict(self) -> dict[str, Any]:

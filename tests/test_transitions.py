@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from app.errors import IllegalTransition, NotFound, StaleLease
+from app.errors import IllegalTransition, InvalidInput, NotFound, StaleLease
 from app.models import Priority, TaskSpec, TaskStatus
 from app.queue import TaskQueue
 from app.worker.protocol import work_payload
@@ -78,6 +78,38 @@ async def test_dedup_returns_active_task_and_releases_when_ended(queue: TaskQueu
     await queue.complete(t)
     fresh, created = await queue.enqueue(spec(trade_dates=["20240102"], params={"x": 1}))
     assert created and fresh != a
+
+
+async def test_code_and_data_source_are_stored_part_of_the_work_and_kept_on_retry(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    """ts_code and data_source (the original producer's fields) are written to the hash,
+    make different work (not deduplicated together), reach the worker's claim and go
+    with a manual retry; without them the digest is what it always was."""
+    plain = spec(trade_dates=["20240102"])
+    assert plain.dedup_digest() == spec(trade_dates=["20240102"], ts_code="",
+                                        data_source="").dedup_digest()
+    a, _ = await queue.enqueue(plain)
+    b, created_b = await queue.enqueue(spec(trade_dates=["20240102"], ts_code="600000.SH"))
+    c, created_c = await queue.enqueue(spec(trade_dates=["20240102"], ts_code="600000.SH",
+                                            data_source="qmt"))
+    d, created_d = await queue.enqueue(spec(trade_dates=["20240102"], ts_code=" 600000.SH ",
+                                            data_source="qmt"))
+    assert created_b and created_c and not created_d and len({a, b, c}) == 3 and d == c
+    stored = await client.hgetall(f"stock:task:{c}")  # type: ignore[misc]
+    assert stored["ts_code"] == "600000.SH" and stored["data_source"] == "qmt"
+    assert "ts_code" not in await client.hgetall(f"stock:task:{a}")  # type: ignore[misc]
+    task = await queue.get(c)
+    assert (task.ts_code, task.data_source) == ("600000.SH", "qmt")
+    assert task.to_dict()["ts_code"] == "600000.SH"
+    with pytest.raises(InvalidInput, match="ts_code must be a string"):
+        spec(ts_code=["600000.SH"])
+    claimed = [await queue.claim_work("w") for _ in range(3)]
+    work = {w.task_id: w for w in claimed if w is not None}
+    assert work[c].fields["ts_code"] == "600000.SH" and work[c].fields["data_source"] == "qmt"
+    await queue.fail(work[c], "bad_params", "no such code", retryable=False)
+    again = await queue.get(await queue.retry(c))
+    assert (again.ts_code, again.data_source) == ("600000.SH", "qmt")
 
 
 async def test_fail_backoff_is_exponential_capped_and_honoured(

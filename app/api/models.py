@@ -93,6 +93,10 @@ TASK = Model(
               description="the last bytes the last ended attempt printed, masked"),
         Field("output_bytes", ("integer",), description="how much that attempt printed"),
         Field("output_attempt", ("integer",), description="which attempt that was"),
+        Field("ts_code", ("string",), description="a per-task stock code handed to every "
+              "call of the plugin (the original producer's field)"),
+        Field("data_source", ("string",), description="a per-task data source handed to "
+              "every call of the plugin (the original producer's field)"),
         Field("created", ("boolean",), description="on submit: false when deduplicated"),
     ),
     extra=True,
