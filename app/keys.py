@@ -38,6 +38,8 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:schedule:{job}:history`` | list | the job's latest fires (JSON), newest first, trimmed |
 | ``{p}:schedule:{job}:slot:{ts}`` | string | the outcome of the slot at ``ts`` (epoch s); TTL |
 | ``{p}:schedule:{job}:lock:{ts}`` | string | which scheduler is firing that slot; short TTL |
+| ``{p}:schedule_settings`` | hash | schedule edits made at run time (app/scheduler/overrides.py) |
+| ``{p}:groups`` | hash | plugin groups made at run time: group id -> JSON (app/groups.py) |
 | ``{p}:calendar:{exchange}`` | hash | cached trading calendar (open days, source, fetched_at) |
 | ``{p}:quota:{digest}:{api}`` | zset | TuShare calls admitted in the last minute (token digest) |
 """
@@ -106,6 +108,14 @@ class Keys:
     @property
     def schedulers(self) -> str:
         return f"{self.prefix}:schedulers"
+
+    @property
+    def schedule_settings(self) -> str:
+        return f"{self.prefix}:schedule_settings"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.prefix}:groups"
 
     @property
     def queues(self) -> list[str]:

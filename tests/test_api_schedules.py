@@ -76,8 +76,12 @@ def execution_count(store: redis.Redis) -> int:
 async def test_list_schedules(api: TestClient[Any, Any]) -> None:
     before = datetime.now(SH)
     body = await ok(api, "GET", f"{V1}/schedules")
-    assert set(body) == {"items", "calendar"}
+    assert set(body) == {"items", "calendar", "settings"}
+    assert body["settings"] == {  # no schedule edit made
+        "version": 0, "enabled": True, "daily_sync_cron": None, "include_optional": False,
+        "skip_non_trading_days": True, "plugins": {}, "updated_at": None}
     assert [item["name"] for item in body["items"]] == ["daily_sync", "plugin:report"]
+    assert all(item["enabled"] for item in body["items"])
     jobs = by_name(body)
 
     daily = jobs["daily_sync"]

@@ -144,11 +144,18 @@ SCHEDULES = Model(
               description="one per job: name (daily_sync, or plugin:{name} for a plugin "
                           "with its own trigger), trigger (crontab; day of week 0/7 = "
                           "Sunday), timezone, description, plugins, next_run_at (ISO 8601 "
-                          "with the zone's offset, e.g. +08:00), last_fire (null, or "
+                          "with the zone's offset, e.g. +08:00), enabled (false while "
+                          "the schedule is disabled), last_fire (null, or "
                           "slot_at, fired_at, trigger scheduled|catch_up|manual, outcome "
                           "fired|skipped|missed|failed, reason, execution_id)"),
         Field("calendar", ("object",),
               description="the trading calendar in use: exchange, source tushare|offline"),
+        Field("settings", ("object",),
+              description="the schedule edits in effect (made through /api/datamanage/"
+                          "schedule/...): version, enabled, daily_sync_cron (null: "
+                          "STOCKQ_DAILY_SYNC_CRON), include_optional, "
+                          "skip_non_trading_days, plugins (name -> schedule_enabled, "
+                          "full_scan_enabled), updated_at"),
     ),
 )
 

@@ -262,7 +262,8 @@ async def list_plugins(request: web.Request) -> web.Response:
 async def list_schedules(request: web.Request) -> web.Response:
     service = schedule_service(queue_of(request), request.app[REGISTRY])
     return jsonable({"items": await service.describe(),
-                     "calendar": await service.calendar.describe()})
+                     "calendar": await service.calendar.describe(),
+                     "settings": service.overrides.to_dict()})
 
 
 async def run_schedule(request: web.Request) -> web.Response:

@@ -8,6 +8,8 @@ each job's fire time; everything else runs in one loop driven by ``clock``:
 * maintenance shared with the worker pools, all idempotent: promotion of due retries,
   lease reaping, retention cleanup;
 * the catch-up sweep every minute, and at once when Redis comes back after an outage;
+* the schedule edits (:mod:`app.scheduler.overrides`), every few seconds: when their
+  version changed, the jobs are rebuilt and rescheduled, no restart needed;
 * the TuShare trading calendar refresh (daily; the offline calendar otherwise).
 
 The scheduler only enqueues; it never runs a plugin.
@@ -48,6 +50,7 @@ MAINTENANCE_SECONDS = 5.0
 CLEANUP_SECONDS = 60.0
 SWEEP_SECONDS = 60.0
 CALENDAR_CHECK_SECONDS = 3600.0
+SETTINGS_CHECK_SECONDS = 5.0
 
 
 def scheduler_id() -> str:
@@ -63,15 +66,15 @@ class SchedulerDaemon:
         self.registry = registry
         self.clock = clock
         self.id = scheduler_id()
-        self.jobs: list[ScheduleJob] = build_jobs(settings, registry)
-        for job in self.jobs:  # an unknown dependency or a cycle stops us at start-up
-            registry.resolve(job.plugins)
+        for job in build_jobs(settings, registry):  # an unknown dependency or a cycle
+            registry.resolve(job.plugins)            # stops us at start-up
         self._own_client = client is None
         self.client = client or create_client(settings)
         self.queue = TaskQueue(self.client, settings, clock=clock)
         fetch = tushare_fetch(settings) if settings.tushare_token else None
         self.calendar = TradingCalendar(self.client, settings, fetch=fetch, clock=clock)
-        self.service = ScheduleService(self.queue, registry, self.calendar, self.jobs,
+        self.service = ScheduleService(self.queue, registry, self.calendar,
+                                       build_jobs(settings, registry),
                                        scheduler_id=self.id, clock=clock)
         self.warehouse = warehouse
         self._flusher: FlusherHandle | None = None
@@ -87,6 +90,7 @@ class SchedulerDaemon:
         when Redis does not answer (fail fast at start-up)."""
         await ping(self.client, self.settings)
         self.started_at = datetime.now(UTC).isoformat()
+        await self.service.refresh()
         await self.service.register()
         await self._beat()
         await self._refresh_calendar()
@@ -96,20 +100,38 @@ class SchedulerDaemon:
             timezone=ZoneInfo(self.settings.timezone), event_loop=asyncio.get_running_loop(),
             job_defaults={"coalesce": True, "max_instances": 1,
                           "misfire_grace_time": int(self.settings.schedule_grace_seconds)})
-        for job in self.jobs:
-            self._aps.add_job(self._on_time, job.trigger, args=[job], id=job.name,
-                              name=job.name)
+        self._add_jobs()
         self._aps.start()
         now = self.clock()
         self._due = {"beat": now + HEARTBEAT_SECONDS, "maintain": now,
                      "cleanup": now + CLEANUP_SECONDS, "sweep": now + SWEEP_SECONDS,
-                     "calendar": now + CALENDAR_CHECK_SECONDS}
+                     "calendar": now + CALENDAR_CHECK_SECONDS,
+                     "settings": now + SETTINGS_CHECK_SECONDS}
         self._loop_task = asyncio.create_task(self._loop())
         if self.warehouse is not None:
             self._flusher = FlusherHandle(self.queue, self.warehouse)
         log.info("scheduler.started", scheduler=self.id, timezone=self.settings.timezone,
                  jobs=[{"name": j.name, "trigger": j.expression, "plugins": list(j.plugins)}
                        for j in self.jobs])
+
+    @property
+    def jobs(self) -> list[ScheduleJob]:
+        return self.service.jobs
+
+    def _add_jobs(self) -> None:
+        assert self._aps is not None
+        for job in self.jobs:
+            self._aps.add_job(self._on_time, job.trigger, args=[job], id=job.name,
+                              name=job.name, replace_existing=True)
+
+    async def _reload(self) -> None:
+        """Rebuild and reschedule the jobs when the schedule edits changed."""
+        if not await self.service.refresh():
+            return
+        await self.service.register()
+        if self._aps is not None:
+            self._aps.remove_all_jobs()
+            self._add_jobs()
 
     @property
     def running(self) -> bool:
@@ -192,6 +214,7 @@ class SchedulerDaemon:
             ("cleanup", CLEANUP_SECONDS, self.queue.cleanup),
             ("sweep", SWEEP_SECONDS, self._sweep),
             ("calendar", CALENDAR_CHECK_SECONDS, self._refresh_calendar),
+            ("settings", SETTINGS_CHECK_SECONDS, self._reload),
         ):
             if now >= self._due[name]:
                 self._due[name] = now + interval

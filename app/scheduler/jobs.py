@@ -11,8 +11,10 @@
   ``weekly fri 18:30``, ``monthly 1 06:00`` or a crontab expression) gets its own job,
   one execution of that plugin and what it needs.
 
-Every process (scheduler, sidecar, CLI) builds the same list from the same settings
-and plugins, so the sidecar can describe and run jobs without a scheduler in-process.
+Every process (scheduler, sidecar, CLI) builds the same list from the same settings,
+plugins and schedule edits (:mod:`app.scheduler.overrides`: a plugin taken out of the
+schedule, the daily sync's own crontab), so the sidecar can describe and run jobs
+without a scheduler in-process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from apscheduler.triggers.cron import CronTrigger
 
 from app.errors import ConfigError, ScheduleNotFound
+from app.scheduler.overrides import ScheduleOverrides
 from app.scheduler.triggers import cron_trigger, normalise
 from app.settings import Settings
 from plugins_bridge.registry import PluginRegistry
@@ -58,13 +61,15 @@ def _group_job(word: str, plugins: list[str], settings: Settings) -> ScheduleJob
                        f"{word} sync of every plugin scheduled '{word}'", trigger)
 
 
-def build_jobs(settings: Settings, registry: PluginRegistry) -> list[ScheduleJob]:
+def build_jobs(settings: Settings, registry: PluginRegistry,
+               overrides: ScheduleOverrides | None = None) -> list[ScheduleJob]:
+    edits = overrides or ScheduleOverrides()
     daily: list[str] = []
     grouped: dict[str, list[str]] = {word: [] for word in GROUP_JOBS}
     own: list[ScheduleJob] = []
     for name in registry.names():
         schedule = getattr(registry.get(name), "schedule", None)
-        if not schedule:
+        if not schedule or not edits.scheduled(name):
             continue
         if not isinstance(schedule, str):
             raise ConfigError(f"plugin {name!r}: schedule must be a string, got {schedule!r}")
@@ -82,11 +87,13 @@ def build_jobs(settings: Settings, registry: PluginRegistry) -> list[ScheduleJob
             raise ConfigError(f"plugin {name!r}: {exc}") from None
         own.append(ScheduleJob(f"plugin:{name}", expression, settings.timezone, (name,),
                                f"sync of {name} ({schedule})", trigger))
+    source = "the daily_sync_cron schedule edit" if edits.daily_sync_cron \
+        else "STOCKQ_DAILY_SYNC_CRON"
     try:
-        expression = normalise(settings.daily_sync_cron)
+        expression = normalise(edits.daily_sync_cron or settings.daily_sync_cron)
         trigger = cron_trigger(expression, settings.timezone)
     except ConfigError as exc:
-        raise ConfigError(f"STOCKQ_DAILY_SYNC_CRON: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
     sync = ScheduleJob(DAILY_SYNC, expression, settings.timezone, tuple(daily),
                        "daily sync of every plugin scheduled 'daily'", trigger)
     groups = [_group_job(word, names, settings) for word, names in grouped.items() if names]

@@ -18,8 +18,15 @@ Catch-up does not rely on APScheduler's in-memory misfire handling: :meth:`sweep
 at start-up, after Redis comes back and every minute, and fires each unsettled slot of
 the last ``catch_up_window`` (default 24 h) once, with trigger ``catch_up``; older
 unsettled slots are recorded as ``missed`` and not fired.  A slot before the job was
-first seen (``since``, written on the first start) is never caught up, so installing
-stockq in the evening does not fire that day's 18:00 sync.
+first seen (``since``, written on the first start, and again when the job's trigger
+changes) is never caught up, so installing stockq in the evening does not fire that
+day's 18:00 sync, and moving the daily sync to 09:00 at noon does not fire a 09:00 run.
+
+Schedule edits (:mod:`app.scheduler.overrides`) apply to every slot settled after
+:meth:`ScheduleService.refresh` read them: with the schedule disabled a slot is settled
+``skipped``; with ``skip_non_trading_days`` off it fires on a closed day too (for the
+latest trading day); scheduled executions add optional dependencies on request and run
+the plugins marked ``full_scan_enabled`` as ``full`` tasks.
 """
 
 from __future__ import annotations
@@ -34,14 +41,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.errors import Conflict, NothingToRun, RedisUnavailable, StockqError
-from app.executions import create_execution
+from app.executions import BatchTask, create_execution
 from app.logs import get_logger
 from app.queue import TaskQueue, new_id
 from app.redis_client import redis_errors
+from app.scheduler import overrides as schedule_edits
 from app.scheduler.calendar import TradingCalendar
 from app.scheduler.jobs import ScheduleJob, build_jobs, find_job
+from app.scheduler.overrides import ScheduleOverrides
 from app.scheduler.triggers import next_fire, slots_between
-from app.submission import plan_execution
+from app.submission import build_spec, plan_execution
 from plugins_bridge.registry import PluginRegistry
 
 log = get_logger("stockq.scheduler")
@@ -73,7 +82,8 @@ class Fire:
 class ScheduleService:
     def __init__(self, queue: TaskQueue, registry: PluginRegistry,
                  calendar: TradingCalendar, jobs: list[ScheduleJob], *,
-                 scheduler_id: str = "", clock: Callable[[], float] = time.time) -> None:
+                 scheduler_id: str = "", clock: Callable[[], float] = time.time,
+                 overrides: ScheduleOverrides | None = None) -> None:
         self.queue = queue
         self.settings = queue.settings
         self.keys = queue.keys
@@ -82,6 +92,8 @@ class ScheduleService:
         self.jobs = jobs
         self.scheduler_id = scheduler_id or f"api-{new_id()[:8]}"
         self.clock = clock
+        self.overrides = overrides or ScheduleOverrides()
+        self._read_edits = overrides is not None
 
     @property
     def _redis(self) -> Any:
@@ -92,14 +104,46 @@ class ScheduleService:
 
     # ------------------------------------------------------------ start-up
     async def register(self) -> None:
-        """Write each job's ``since`` (first time seen) if it has none."""
+        """Write each job's ``since`` (first time seen) if it has none, and its trigger;
+        a job whose trigger is not the one written starts anew (``since`` now): the
+        slots of a trigger it did not have are never caught up."""
         now = f"{self.clock():.3f}"
         with redis_errors(self.settings):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for job in self.jobs:
-                    pipe.hsetnx(self.keys.schedule(job.name), "since", now)
-                    pipe.hsetnx(self.keys.schedule(job.name), "missed_until", now)
+                    pipe.hget(self.keys.schedule(job.name), "expression")
+                known = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job, expression in zip(self.jobs, known, strict=True):
+                    key = self.keys.schedule(job.name)
+                    if expression and expression != job.expression:
+                        pipe.hset(key, mapping={"since": now, "missed_until": now})
+                        log.info("schedule.trigger_changed", job=job.name,
+                                 trigger=job.expression, was=expression,
+                                 scheduler=self.scheduler_id)
+                    pipe.hsetnx(key, "since", now)
+                    pipe.hsetnx(key, "missed_until", now)
+                    pipe.hset(key, "expression", job.expression)
                 await pipe.execute()
+
+    async def refresh(self) -> bool:
+        """Read the schedule edits; when they changed since the last read (or were never
+        read), rebuild the jobs.  True when the jobs were rebuilt (a scheduler then
+        registers them; the sidecar and the CLI only read them)."""
+        version = await schedule_edits.version(self.queue)
+        if self._read_edits and version == self.overrides.version:
+            return False
+        edits = await schedule_edits.load(self.queue)
+        jobs = build_jobs(self.settings, self.registry, edits)
+        for job in jobs:  # an unknown dependency or a cycle raises before any change
+            self.registry.resolve(job.plugins)
+        first = not self._read_edits
+        self.overrides, self.jobs, self._read_edits = edits, jobs, True
+        if not first or edits.version:
+            log.info("schedule.reloaded", version=edits.version, enabled=edits.enabled,
+                     jobs=[{"name": j.name, "trigger": j.expression, "plugins": list(j.plugins)}
+                           for j in jobs], scheduler=self.scheduler_id)
+        return True
 
     # ------------------------------------------------------------ firing
     async def fire_due(self, job: ScheduleJob) -> list[Fire]:
@@ -180,21 +224,29 @@ class ScheduleService:
                      scheduler=self.scheduler_id)
             return Fire(job.name, base.slot_at, trigger, "already", reason)
         day = await self.calendar.day(slot.date())
-        if not day.trading:
-            fire = Fire(job.name, base.slot_at, trigger, "skipped",
-                        f"not a trading day: {day.reason} ({day.source} calendar)",
+        reason = ""
+        if not self.overrides.enabled:
+            reason = "the schedule is disabled (schedule settings: enabled false)"
+        elif not day.trading and self.overrides.skip_non_trading_days:
+            reason = f"not a trading day: {day.reason} ({day.source} calendar)"
+        if reason:
+            fire = Fire(job.name, base.slot_at, trigger, "skipped", reason,
                         trade_date=day.day.strftime("%Y%m%d"))
             log.info("schedule.skipped", job=job.name, slot=fire.slot_at, reason=fire.reason,
                      trigger=trigger, scheduler=self.scheduler_id)
             await self._record(job, slot, fire)
             return fire
+        trade_day = day.day if day.trading else \
+            await self.calendar.latest_trading_day(slot.date())
         eid = str(uuid.uuid5(_ID_NAMESPACE, f"{self.settings.key_prefix}|{job.name}|{ts}"))
-        fire = await self._enqueue(job, slot, trigger, day.day.strftime("%Y%m%d"), eid)
+        fire = await self._enqueue(job, slot, trigger, trade_day.strftime("%Y%m%d"), eid)
         await self._record(job, slot, fire)
         return fire
 
     async def run_now(self, name: str) -> Fire:
-        """A manual run: the job's plugins for the latest trading day, now."""
+        """A manual run: the job's plugins for the latest trading day, now (also while
+        the schedule is disabled: the operator asked for it)."""
+        await self.refresh()
         job = find_job(self.jobs, name)
         now = self._local(job, self.clock())
         day = await self.calendar.latest_trading_day(now.date())
@@ -218,7 +270,12 @@ class ScheduleService:
         try:
             ordered, tasks = plan_execution(
                 self.registry, self.settings, job.plugins, trigger=trigger,
+                include_optional=self.overrides.include_optional,
                 task_type="incremental", trade_dates=[trade_date])
+            tasks = [BatchTask(build_spec(self.registry, self.settings, name, trigger=trigger,
+                                          task_type="full"), task.depends_on)
+                     if self.overrides.full_scan(name) else task
+                     for name, task in zip(ordered, tasks, strict=True)]
             eid, ids = await create_execution(
                 self.queue, tasks, trigger_type=trigger, group_name=job.name,
                 date_range=f"{trade_date}-{trade_date}", execution_id=execution_id)
@@ -254,6 +311,7 @@ class ScheduleService:
 
     # ------------------------------------------------------------ visibility
     async def describe(self) -> list[dict[str, Any]]:
+        await self.refresh()
         now = self.clock()
         with redis_errors(self.settings):
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -274,6 +332,7 @@ class ScheduleService:
             out.append({
                 "name": job.name, "trigger": job.expression, "timezone": job.timezone,
                 "description": job.description, "plugins": list(job.plugins),
+                "enabled": self.overrides.enabled,
                 "next_run_at": nxt.isoformat() if nxt else None, "last_fire": last,
             })
         return out
