@@ -62,24 +62,35 @@ async def test_edits_round_trip_and_raise_the_version(service: ScheduleService,
     assert await overrides.load(queue) == ScheduleOverrides()
     assert await overrides.version(queue) == 0
     edited = await overrides.update(queue, enabled=False, daily_sync_cron="30 9  * * *",
-                                    plugins={"bars": PluginOverride(False, True)})
+                                    plugins={"bars": {"schedule_enabled": False,
+                                                      "full_scan_enabled": True}})
     assert edited.version == 1 and not edited.enabled
     assert edited.daily_sync_cron == "30 9 * * *"  # normalised
     assert edited.plugin("bars") == PluginOverride(False, True)
     assert edited.scheduled("indicators") and not edited.full_scan("indicators")
+    partly = await overrides.update(queue, plugins={"bars": {"data_source": "qmt"},
+                                                     "indicators": {"enabled": False}})
+    assert partly.plugin("bars") == PluginOverride(False, True, True, "qmt")  # merged
+    assert not partly.scheduled("indicators")  # disabled: not scheduled either
+    assert partly.to_dict()["plugins"]["indicators"] == {
+        "schedule_enabled": True, "full_scan_enabled": False, "enabled": False,
+        "data_source": None}
+    edited = await overrides.update(queue, plugins={"indicators": {"enabled": True}})
+    with pytest.raises(InvalidInput, match="is not one of"):
+        await overrides.update(queue, plugins={"bars": {"schedule_enabled": "no"}})
     assert edited.updated_at == "2026-01-01T00:00:00.000+00:00"
-    assert await overrides.load(queue) == edited
+    assert await overrides.load(queue) == edited and edited.version == 3
     same = await overrides.update(queue)  # nothing asked: nothing written
-    assert same.version == 1
+    assert same.version == 3
     again = await overrides.update(queue, enabled=True, daily_sync_cron="")
-    assert again.version == 2 and again.enabled and again.daily_sync_cron == ""
+    assert again.version == 4 and again.enabled and again.daily_sync_cron == ""
     assert again.to_dict()["daily_sync_cron"] is None
-    assert again.plugin("bars") == PluginOverride(False, True)  # kept
+    assert again.plugin("bars") == PluginOverride(False, True, True, "qmt")  # kept
     with pytest.raises(InvalidInput, match="must be a crontab expression"):
         await overrides.update(queue, daily_sync_cron="at six")
     with pytest.raises(InvalidInput, match="not valid"):
         await overrides.update(queue, daily_sync_cron="61 9 * * *")
-    assert await overrides.version(queue) == 2  # refused edits write nothing
+    assert await overrides.version(queue) == 4  # refused edits write nothing
 
 
 async def test_jobs_follow_the_edits(service: ScheduleService) -> None:
@@ -87,8 +98,8 @@ async def test_jobs_follow_the_edits(service: ScheduleService) -> None:
     assert await service.refresh() is True  # first read
     assert await service.refresh() is False  # nothing changed since
     await overrides.update(service.queue, daily_sync_cron="15 7 * * 1-5",
-                           plugins={"indicators": PluginOverride(schedule_enabled=False),
-                                    "report": PluginOverride(schedule_enabled=False)})
+                           plugins={"indicators": {"schedule_enabled": False},
+                                    "report": {"enabled": False}})
     with capture_logs() as logs:
         assert await service.refresh() is True
     daily = find_job(service.jobs, DAILY_SYNC)
@@ -126,7 +137,8 @@ async def test_full_scan_optional_dependencies_and_closed_days(service: Schedule
     await service.refresh()
     await service.register()
     await overrides.update(service.queue, skip_non_trading_days=False, include_optional=True,
-                           plugins={"bars": PluginOverride(full_scan_enabled=True)})
+                           plugins={"bars": {"full_scan_enabled": True},
+                                    "indicators": {"data_source": "tushare"}})
     await service.refresh()
     clock.now = at(2026, 10, 1, 18, 0, 1)  # National Day: closed, fired anyway
     [fire] = await service.fire_due(find_job(service.jobs, DAILY_SYNC))
@@ -140,6 +152,8 @@ async def test_full_scan_optional_dependencies_and_closed_days(service: Schedule
     indicators = tasks["indicators"]
     assert indicators.task_type == "incremental"  # type: ignore[attr-defined]
     assert indicators.trade_dates == ["20260930"]  # type: ignore[attr-defined]
+    assert indicators.data_source == "tushare"  # type: ignore[attr-defined]
+    assert tasks["calendar"].data_source == ""  # type: ignore[attr-defined]
 
 
 async def test_a_changed_trigger_does_not_fire_its_earlier_slots(
@@ -201,7 +215,7 @@ def test_a_running_scheduler_picks_up_edits(redis_url: str, tmp_path: Path) -> N
         assert all(e["plugins"] == ["calendar", "basics", "bars", "indicators"]
                    for e in proc.events("schedule.fired"))
 
-        version = edit(plugins={"indicators": PluginOverride(schedule_enabled=False)})
+        version = edit(plugins={"indicators": {"schedule_enabled": False}})
         wait_until(lambda: reloaded(version), 30, "the second edit")
         fired_before = len(proc.events("schedule.fired"))
         wait_until(lambda: len(proc.events("schedule.fired")) >= fired_before + 2, 30,

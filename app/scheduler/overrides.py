@@ -12,20 +12,24 @@ process (scheduler, sidecar, CLI) sees the same schedule, and they outlive resta
 | ``daily_sync_cron`` | replaces ``STOCKQ_DAILY_SYNC_CRON`` for ``daily_sync`` | unset |
 | ``include_optional`` | scheduled executions add optional dependencies | off |
 | ``skip_non_trading_days`` | ``0``: jobs fire on days the calendar says are closed | on |
-| ``plugin:{name}`` | JSON ``{"schedule_enabled": bool, "full_scan_enabled": bool}`` | |
+| ``plugin:{name}:schedule_enabled`` | ``0``: the plugin leaves its job | on |
+| ``plugin:{name}:full_scan_enabled`` | ``1``: scheduled runs are ``full`` | off |
+| ``plugin:{name}:enabled`` | ``0``: the plugin is disabled (not scheduled either) | on |
+| ``plugin:{name}:data_source`` | the data source its tasks get when they name none | |
 | ``updated_at`` | when the last edit was made (ISO 8601, UTC) | |
 
-A plugin with ``schedule_enabled`` false leaves its job (it still runs when another
-scheduled plugin needs it); one with ``full_scan_enabled`` runs as a ``full`` task in
-scheduled executions.  A running scheduler reads ``version`` every few seconds
-(:data:`app.scheduler.daemon.SETTINGS_CHECK_SECONDS`) and rebuilds its jobs when it
+A plugin with ``schedule_enabled`` or ``enabled`` false leaves its job (it still runs
+when another scheduled plugin needs it); one with ``full_scan_enabled`` runs as a
+``full`` task in scheduled executions; its ``data_source`` goes with its scheduled
+tasks (and, in the sidecar, with submissions that name none).  A running scheduler
+reads ``version`` every few seconds (:data:`app.scheduler.daemon.SETTINGS_CHECK_SECONDS`)
+and rebuilds its jobs when it
 changed; an edit that changes a job's trigger does not fire the slots the new trigger
 would have had before the edit (see :meth:`ScheduleService.register`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,12 +47,21 @@ _PLUGIN = "plugin:"
 
 @dataclass(frozen=True, slots=True)
 class PluginOverride:
+    """A plugin's edits: in the schedule or not, a full scan instead of an incremental
+    run, enabled (a disabled plugin is not scheduled either), its default data source."""
+
     schedule_enabled: bool = True
     full_scan_enabled: bool = False
+    enabled: bool = True
+    data_source: str = ""
 
-    def to_dict(self) -> dict[str, bool]:
+    def to_dict(self) -> dict[str, Any]:
         return {"schedule_enabled": self.schedule_enabled,
-                "full_scan_enabled": self.full_scan_enabled}
+                "full_scan_enabled": self.full_scan_enabled, "enabled": self.enabled,
+                "data_source": self.data_source or None}
+
+
+PLUGIN_FLAGS = ("schedule_enabled", "full_scan_enabled", "enabled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +80,8 @@ class ScheduleOverrides:
         return self.plugins.get(name) or PluginOverride()
 
     def scheduled(self, name: str) -> bool:
-        return self.plugin(name).schedule_enabled
+        edit = self.plugin(name)
+        return edit.schedule_enabled and edit.enabled
 
     def full_scan(self, name: str) -> bool:
         return self.plugin(name).full_scan_enabled
@@ -84,18 +98,15 @@ class ScheduleOverrides:
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> ScheduleOverrides:
-        plugins: dict[str, PluginOverride] = {}
+        edits: dict[str, dict[str, Any]] = {}
         for key, value in raw.items():
-            if not key.startswith(_PLUGIN):
-                continue
-            try:
-                data = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                plugins[key[len(_PLUGIN):]] = PluginOverride(
-                    bool(data.get("schedule_enabled", True)),
-                    bool(data.get("full_scan_enabled", False)))
+            if key.startswith(_PLUGIN):
+                plugin, _, flag = key[len(_PLUGIN):].rpartition(":")
+                if plugin and flag in PLUGIN_FLAGS:
+                    edits.setdefault(plugin, {})[flag] = value != _OFF
+                elif plugin and flag == "data_source":
+                    edits.setdefault(plugin, {})[flag] = value
+        plugins = {name: PluginOverride(**values) for name, values in edits.items()}
         try:
             version = int(raw.get("version") or 0)
         except ValueError:
@@ -129,9 +140,11 @@ def _flag(value: bool) -> str:
 async def update(queue: TaskQueue, *, enabled: bool | None = None,
                  daily_sync_cron: str | None = None, include_optional: bool | None = None,
                  skip_non_trading_days: bool | None = None,
-                 plugins: Mapping[str, PluginOverride] | None = None) -> ScheduleOverrides:
+                 plugins: Mapping[str, Mapping[str, Any]] | None = None) -> ScheduleOverrides:
     """Apply edits (None: unchanged) in one transaction and raise the version; returns
-    the settings now in effect.  A crontab is checked before anything is written."""
+    the settings now in effect.  ``plugins``: name -> the flags to change
+    (``schedule_enabled``, ``full_scan_enabled``, ``enabled``: bool; ``data_source``:
+    str, '' for none).  A crontab is checked before anything is written."""
     fields: dict[str, str] = {}
     if daily_sync_cron is not None:
         if daily_sync_cron.strip():
@@ -147,10 +160,17 @@ async def update(queue: TaskQueue, *, enabled: bool | None = None,
                         ("skip_non_trading_days", skip_non_trading_days)):
         if value is not None:
             fields[name] = _flag(value)
-    for plugin, override in (plugins or {}).items():
+    for plugin, changes in (plugins or {}).items():
         if not plugin:
             raise InvalidInput("a plugin name must not be empty")
-        fields[_PLUGIN + plugin] = json.dumps(override.to_dict())
+        for flag, value in changes.items():
+            if flag in PLUGIN_FLAGS and isinstance(value, bool):
+                fields[f"{_PLUGIN}{plugin}:{flag}"] = _flag(value)
+            elif flag == "data_source" and isinstance(value, str):
+                fields[f"{_PLUGIN}{plugin}:{flag}"] = value
+            else:
+                raise InvalidInput(f"plugin edit {flag}={value!r} is not one of "
+                                   f"{', '.join(PLUGIN_FLAGS)} (true/false) or data_source")
     key = queue.keys.schedule_settings
     with redis_errors(queue.settings):
         if fields:

@@ -272,9 +272,7 @@ class ScheduleService:
                 self.registry, self.settings, job.plugins, trigger=trigger,
                 include_optional=self.overrides.include_optional,
                 task_type="incremental", trade_dates=[trade_date])
-            tasks = [BatchTask(build_spec(self.registry, self.settings, name, trigger=trigger,
-                                          task_type="full"), task.depends_on)
-                     if self.overrides.full_scan(name) else task
+            tasks = [self._edited(name, task, trigger, trade_date)
                      for name, task in zip(ordered, tasks, strict=True)]
             eid, ids = await create_execution(
                 self.queue, tasks, trigger_type=trigger, group_name=job.name,
@@ -294,6 +292,19 @@ class ScheduleService:
                  execution_id=eid, trade_date=trade_date, plugins=ordered, tasks=len(ids),
                  scheduler=self.scheduler_id)
         return Fire(**{**base.to_dict(), "execution_id": eid, "tasks": len(ids)})
+
+    def _edited(self, name: str, task: BatchTask, trigger: str, trade_date: str) -> BatchTask:
+        """A scheduled task as the plugin's edits want it: a full scan (no trade date)
+        instead of an incremental run, its default data source."""
+        edit = self.overrides.plugin(name)
+        if not edit.full_scan_enabled and not edit.data_source:
+            return task
+        fields: dict[str, Any] = {"task_type": "full"} if edit.full_scan_enabled else {
+            "task_type": "incremental", "trade_dates": [trade_date]}
+        if edit.data_source:
+            fields["data_source"] = edit.data_source
+        return BatchTask(build_spec(self.registry, self.settings, name, trigger=trigger,
+                                    **fields), task.depends_on)
 
     async def _record(self, job: ScheduleJob, slot: datetime, fire: Fire, *,
                       mode: str = "final") -> bool:
