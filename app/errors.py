@@ -96,6 +96,21 @@ class ScheduleNotFound(NotFound):
         self.name = name
 
 
+class GroupNotFound(NotFound):
+    code = "group_not_found"
+
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"no plugin group {group_id!r}")
+        self.group_id = group_id
+
+
+class ReadOnlyGroup(StockqError):
+    """A plugin group declared by the plugins themselves cannot be edited or deleted."""
+
+    code = "read_only_group"
+    http_status = 403
+
+
 class NothingToRun(StockqError):
     """A schedule job was run by hand but has nothing to enqueue."""
 
