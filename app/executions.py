@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from hashlib import sha1
 from typing import Any
 
-from app.errors import DependencyCycle, IllegalTransition, InvalidInput
+from app.errors import (
+    DependencyCycle,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+)
 from app.logs import get_logger
 from app.models import TaskSpec, TaskStatus
 from app.queries import execution_task_ids, get_execution, get_many
@@ -293,3 +299,15 @@ async def cancel_execution(queue: TaskQueue, execution_id: str) -> dict[str, int
         raise IllegalTransition(f"execution {execution_id} has no active task to cancel")
     log.info("execution.cancelled", execution_id=execution_id, **counts)
     return counts
+
+
+async def delete_execution(queue: TaskQueue, execution_id: str) -> None:
+    """Remove an ended execution now (``delete_execution.lua``: its hash, task list and
+    index entry); its tasks stay.  A pending or running one must be cancelled first."""
+    try:
+        await queue.run("delete_execution", [queue.keys.execution(execution_id),
+                                             queue.keys.execution_tasks(execution_id)],
+                        [execution_id])
+    except NotFound:  # the scripts' not_found names a task
+        raise ExecutionNotFound(execution_id) from None
+    log.info("execution.deleted", execution_id=execution_id)

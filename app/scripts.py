@@ -52,6 +52,7 @@ TRANSITIONS = (
     "promote",
     "quota",
     "recover_claim",
+    "delete_execution",
 )
 
 

@@ -8,8 +8,20 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from app.errors import DependencyCycle, IllegalTransition, InvalidInput, StockqError
-from app.executions import BatchTask, cancel_execution, create_execution, retry_execution
+from app.errors import (
+    DependencyCycle,
+    ExecutionNotFound,
+    IllegalTransition,
+    InvalidInput,
+    StockqError,
+)
+from app.executions import (
+    BatchTask,
+    cancel_execution,
+    create_execution,
+    delete_execution,
+    retry_execution,
+)
 from app.models import Execution, ExecutionStatus, Task, TaskSpec, TaskStatus
 from app.queries import get_execution, list_tasks
 from app.queue import TaskQueue
@@ -435,3 +447,26 @@ async def test_retry_execution_skips_what_a_user_cancelled(queue: TaskQueue) -> 
     assert (await queue.get(c)).last_error_type == "upstream_failed"
     new = await retry_execution(queue, eid)
     assert [(await queue.get(t)).retry_of for t in new] == [a]  # not c: b never ran
+
+
+async def test_delete_an_ended_execution(queue: TaskQueue, client: aioredis.Redis) -> None:
+    """Only an ended execution can be deleted: its hash, task list and index entry go,
+    its tasks stay, and a retry of one of them starts no execution."""
+    eid, (a, b) = await create_execution(queue, [BatchTask(TaskSpec.build("noop",
+                                                                          params={"n": 1})),
+                                                 BatchTask(TaskSpec.build("noop",
+                                                                          params={"n": 2}))])
+    with pytest.raises(IllegalTransition, match="is pending; stop it first"):
+        await delete_execution(queue, eid)
+    await cancel_execution(queue, eid)
+    await delete_execution(queue, eid)
+    assert not await client.exists(f"stock:execution:{eid}", f"stock:execution:{eid}:tasks")
+    assert await client.zscore("stock:index:executions", eid) is None
+    kept = await queue.get(a)
+    assert kept.status == TaskStatus.CANCELLED and kept.execution_id == eid
+    new = await queue.get(await queue.retry(b))
+    assert new.execution_id == "" and new.retry_of == b
+    with pytest.raises(ExecutionNotFound, match=f"execution '{eid}' does not exist"):
+        await delete_execution(queue, eid)
+    with pytest.raises(ExecutionNotFound):
+        await get_execution(queue, eid)
