@@ -27,11 +27,12 @@ from app.errors import (
 )
 from app.logs import configure_logging
 from app.models import Task, TaskStatus
+from app.purge import add_parser as add_purge_parser
 from app.query_command import add_parser as add_query_parser
 from app.queue import TaskQueue
 from app.redis_client import create_client
 from app.scheduler.commands import add_parsers as add_schedule_parsers
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, use_namespace
 from app.submission import build_spec
 from plugins_bridge.registry import PluginRegistry
 
@@ -121,6 +122,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQu
         timeout_seconds=args.timeout,
         max_attempts=args.max_attempts,
         memory_limit_mb=args.memory_limit_mb,
+        queue=args.queue,
         trigger="cli",
     )
     task_id, created = await queue.enqueue(spec)
@@ -133,7 +135,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQu
         print(f"already queued: {task_id} is {task.status.value} with the same work")
     if not args.wait:
         return 0
-    task = await follow(queue, task_id)
+    task = await follow(queue, task_id, timeout=args.wait_timeout)
     if args.json:
         _print_json(task.to_dict())
     return 0 if task.status == TaskStatus.COMPLETED else EXIT_FAILED
@@ -148,13 +150,27 @@ def _progress_line(t: Task) -> str:
     return line
 
 
-async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25) -> Task:
+async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25,
+                 timeout: float | None = None) -> Task:
     """Show the task's progress on stderr until it ends (a bar on a terminal, a line per
-    change otherwise); print how it ended."""
+    change otherwise); print how it ended.  While it waits for a worker that no live one
+    is, say why at once (and again when that changes); after ``timeout`` seconds stop
+    waiting (the task stays queued)."""
     tty = sys.stderr.isatty()
-    last = ""
+    last, said = "", ""
+    loop = asyncio.get_running_loop()
+    started = next_check = loop.time()
     while True:
         task = await queue.get(task_id)
+        if loop.time() >= next_check:
+            next_check = loop.time() + 5.0
+            reason = await waiting_reason(queue, task)
+            if reason != said:
+                if reason:
+                    print(("\n" if tty and last else "") + f"stockq: {reason}; waiting "
+                          "(the task stays queued)", file=sys.stderr, flush=True)
+                    last = ""
+                said = reason
         line = _progress_line(task)
         if line != last:
             print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
@@ -162,23 +178,45 @@ async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25) -> Task
             last = line
         if task.status.terminal:
             break
+        if timeout is not None and loop.time() - started >= timeout:
+            if tty:
+                print(file=sys.stderr)
+            print(f"{task.status.value} {task_id}: still {task.status.value} after "
+                  f"{timeout:g} s (it stays queued; `stockq status {task_id}`)",
+                  file=sys.stderr)
+            return task
         await asyncio.sleep(interval)
     if tty:
         print(file=sys.stderr)
     if task.status == TaskStatus.COMPLETED:
-        print(f"completed {task_id}: {task.records_processed} records")
+        note = task.result.get("message") if isinstance(task.result, dict) else None
+        print(f"completed {task_id}: {task.records_processed} records"
+              + (f" ({note})" if note else ""))
     else:
         detail = f" [{task.last_error_type}] {task.error_message}" if task.error_message else ""
         print(f"{task.status.value} {task_id}{detail}", file=sys.stderr)
     return task
 
 
+async def waiting_reason(queue: TaskQueue, task: Task) -> str:
+    """Why a ready pending task waits for a worker ('' when a live one can run it, or
+    the task is not ready)."""
+    from app.liveness import live, waiting_reason
+
+    if task.status != TaskStatus.PENDING or task.waiting_on:
+        return ""
+    return waiting_reason(await live(queue), task.plugin_name, task.queue)
+
+
 async def cmd_status(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
     task = await queue.get(args.task_id)
+    reason = await waiting_reason(queue, task)
     if args.json:
-        _print_json(task.to_dict())
+        _print_json({**task.to_dict(), **({"waiting_reason": reason} if reason else {})})
     else:
         _show_task(task)
+        if reason:
+            print(f"\nwaiting: {reason}")
     return 0
 
 
@@ -225,6 +263,9 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
     ready = stats["ready"]
     print(f"ready     high {ready['0']}  normal {ready['1']}  low {ready['2']}")
     print(f"delayed   {stats['delayed']}")
+    if stats["parked_total"]:
+        print(f"parked    {stats['parked_total']} (waiting for a worker that runs them: "
+              + ", ".join(f"{r} {n}" for r, n in stats["parked"].items()) + ")")
     print(f"running   {stats['running']}")
     print("by status " + "  ".join(f"{k} {v}" for k, v in stats["by_status"].items()))
     print(f"executions {stats['executions']}")
@@ -234,6 +275,9 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockq", description=__doc__.splitlines()[0])
+    parser.add_argument("--namespace", metavar="NAME",
+                        help="the key namespace to work in (default STOCKQ_NAMESPACE, else "
+                             "'stock'; `stockq run --demo` uses 'demo')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("submit", help="queue a plugin run")
@@ -248,12 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit-mb", type=int, metavar="MB",
                    help="memory limit of the task's worker child (default: the plugin's, "
                         "else STOCKQ_MEMORY_LIMIT_MB)")
+    p.add_argument("--queue", metavar="NAME",
+                   help="the named queue it waits in (default: the plugin's, else "
+                        "'default'); only workers started with --queue NAME take it")
     p.add_argument("--param", action="append", type=_kv, metavar="K=V",
                    help="string parameter passed to the plugin (repeat)")
     p.add_argument("--param-json", action="append", type=_kv_json, metavar="K=JSON",
                    help="JSON parameter passed to the plugin (repeat)")
     p.add_argument("--wait", action="store_true",
                    help="follow the task with a progress bar; exit 0 only if it completes")
+    p.add_argument("--wait-timeout", type=float, metavar="S",
+                   help="with --wait: stop waiting after S seconds (exit 1; the task "
+                        "stays queued)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_submit)
 
@@ -285,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_parsers(sub)
     add_query_parser(sub)
     add_doctor_parser(sub)
+    add_purge_parser(sub)
     return parser
 
 
@@ -300,6 +351,8 @@ async def _run_async(func: Command, args: argparse.Namespace, settings: Settings
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.namespace is not None:
+            use_namespace(args.namespace)
         if getattr(args, "sync_func", None):
             return int(args.sync_func(args))
         settings = load_settings()

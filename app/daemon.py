@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+import time
+import uuid
 
 from aiohttp import web
 
-from app.api.app import create_app
+from app.api.app import QUEUE, SETTINGS, create_app
 from app.api.protocol import SidecarRunner
 from app.api.security import BIND_HOST, check_exposure, exposed
 from app.audit import FlusherHandle
-from app.errors import ConfigError
+from app.errors import ConfigError, StockqError
 from app.logs import get_logger
-from app.queue import TaskQueue
+from app.queue import TaskQueue, iso_time
 from app.redis_client import create_client
 from app.scheduler.daemon import SchedulerDaemon
 from app.settings import Settings, scrub_proxy_environment
@@ -35,6 +39,9 @@ async def start_api(settings: Settings, host: str, port: int, *,
     check_exposure(host, settings.api_token, insecure_no_auth=insecure_no_auth)
     app = create_app(settings, registry=registry, warehouse=warehouse)
     app[BIND_HOST] = host
+    app[API_URL] = f"http://{host}:{port}"
+    app.on_startup.append(_start_heartbeat)
+    app.on_cleanup.insert(0, _stop_heartbeat)  # before the queue closes
     runner = SidecarRunner(app)
     await runner.setup()
     try:
@@ -49,6 +56,46 @@ async def start_api(settings: Settings, host: str, port: int, *,
                     hint="anyone who reaches this port can submit, cancel and retry tasks; "
                          "set STOCKQ_API_TOKEN or bind 127.0.0.1")
     return runner
+
+
+API_URL = web.AppKey("api_url", str)
+HEARTBEAT = web.AppKey("api_heartbeat", asyncio.Task)
+HEARTBEAT_SECONDS = 5.0
+
+
+async def _beat(app: web.Application, api_id: str, started: str) -> None:
+    """The sidecar's heartbeat (app/liveness.py: role api), every 5 s."""
+    queue = app.get(QUEUE)
+    if queue is None:
+        return
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "url": app[API_URL],
+            "started_at": started, "demo": "1" if app[SETTINGS].demo else ""}
+    while True:
+        try:
+            await queue.heartbeat(api_id, info, ttl=HEARTBEAT_SECONDS * 3, role="api")
+        except StockqError as exc:
+            log.warning("api.heartbeat_failed", error=exc.message)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _start_heartbeat(app: web.Application) -> None:
+    api_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    app[HEARTBEAT] = asyncio.create_task(_beat(app, api_id, iso_time(time.time())),
+                                         name=api_id)
+
+
+async def _stop_heartbeat(app: web.Application) -> None:
+    task = app.get(HEARTBEAT)
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    queue = app.get(QUEUE)
+    if queue is not None:
+        try:
+            await queue.remove_worker(task.get_name(), role="api")
+        except StockqError:
+            pass
 
 
 async def serve_api(settings: Settings, host: str, port: int, *,

@@ -22,6 +22,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         options.concurrency = args.concurrency
     if args.max_tasks_per_child is not None:
         options.max_tasks_per_child = args.max_tasks_per_child
+    if args.queue:
+        options.queues = tuple(dict.fromkeys(args.queue))
     return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
 
 
@@ -54,6 +56,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _queue_name(text: str) -> str:
+    from app.errors import InvalidInput
+    from app.models import parse_queue_name
+
+    try:
+        return parse_queue_name(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _seconds(text: str) -> float:
@@ -94,24 +106,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             fake.stop()
 
 
+EXAMPLE_PLUGINS = "plugins_bridge.examples:EXAMPLES"
+
+
 def _start_demo(settings: Settings) -> tuple[Settings, Any]:
-    """``--demo``: TuShare is the bundled fake server (deterministic data, any date), in
-    a thread of this process; worker children inherit its URL and token."""
+    """``--demo``: a world of its own.  TuShare is the bundled fake server
+    (deterministic data, any date) in a thread of this process; the namespace is
+    ``demo`` (its own queues, schedules and workers in this Redis) and the data
+    directory ``STOCKQ_DATA_DIR/demo`` (its own embedded ClickHouse, whatever
+    STOCKQ_CLICKHOUSE_URL says); the example plugins (noop, sleep, fail) are loaded too.
+    Worker children inherit all of it through the environment."""
     import dataclasses
     import os
 
+    from app.settings import DEMO_NAMESPACE
     from plugins_bridge.tushare.fake_server import FakeTushare
 
     fake = FakeTushare()
     fake.start()
-    os.environ["STOCKQ_TUSHARE_URL"] = fake.url
-    os.environ["TUSHARE_TOKEN"] = fake.token or "demo-token"
-    os.environ.pop("STOCKQ_TUSHARE_TOKEN", None)
-    print(f"stockq run --demo: TuShare is the bundled fake server at {fake.url}",
-          file=sys.stderr)
-    return dataclasses.replace(settings, tushare_url=fake.url,
-                               tushare_token=os.environ["TUSHARE_TOKEN"]), fake
-
+    data_dir = settings.data_dir / "demo"
+    plugins = tuple(dict.fromkeys((*settings.plugins, EXAMPLE_PLUGINS)))
+    token = fake.token or "demo-token"
+    os.environ.update(STOCKQ_TUSHARE_URL=fake.url, TUSHARE_TOKEN=token,
+                      STOCKQ_NAMESPACE=DEMO_NAMESPACE, STOCKQ_DATA_DIR=str(data_dir),
+                      STOCKQ_PLUGINS=",".join(plugins))
+    for name in ("STOCKQ_TUSHARE_TOKEN", "STOCKQ_KEY_PREFIX", "STOCKQ_CLICKHOUSE_URL",
+                 "STOCKQ_CLICKHOUSE_QUERY_URL"):
+        os.environ.pop(name, None)
+    ignored = " (STOCKQ_CLICKHOUSE_URL is not used by the demo)" \
+        if settings.clickhouse_url else ""
+    print(f"stockq run --demo: namespace {DEMO_NAMESPACE!r}, data in {data_dir}{ignored}; "
+          f"TuShare is the bundled fake server at {fake.url}; see its tasks with "
+          f"`stockq --namespace {DEMO_NAMESPACE} tasks`", file=sys.stderr)
+    return dataclasses.replace(settings, tushare_url=fake.url, tushare_token=token,
+                               key_prefix=DEMO_NAMESPACE, data_dir=data_dir,
+                               clickhouse_url="", clickhouse_query_url="",
+                               plugins=plugins, demo=True), fake
 
 
 def cmd_audit_flush(args: argparse.Namespace) -> int:
@@ -160,6 +190,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="seconds running tasks get to finish after SIGTERM (default 30)")
     p.add_argument("--wait-for-redis", action="store_true",
                    help="wait for Redis at start instead of exiting")
+    p.add_argument("--queue", action="append", type=_queue_name, metavar="NAME",
+                   help="serve this named queue (repeat; default: the queue 'default')")
     p.set_defaults(sync_func=cmd_worker)
 
     p = sub.add_parser("api", help="run the HTTP sidecar")

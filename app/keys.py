@@ -1,8 +1,10 @@
 """Every Redis key stockq uses, in one module.
 
-The default prefix ``stock`` keeps the key names of the system stockq replaces, so
-producers and readers that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep
-working.  Every Lua script receives the fixed keys in ``KEYS[1..14]`` (:func:`fixed_keys`) and
+The prefix is the *namespace* (``STOCKQ_NAMESPACE``): deployments that share one Redis
+(a demo, development, production) keep apart by using different ones.  The default
+``stock`` keeps the key names of the system stockq replaces, so producers and readers
+that use ``stock:task_queue:{p}`` and ``stock:task:{id}`` keep working.  Every Lua
+script receives the fixed keys in ``KEYS[1..15]`` (:func:`fixed_keys`) and
 its own task/execution keys after them; keys that depend on data read inside a script
 (the id a claim pops, a task's execution) are built by the Lua prelude
 :func:`lua_prelude` generates from the templates below, so the layout is written down
@@ -12,6 +14,8 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | key | type | meaning |
 |---|---|---|
 | ``{p}:task_queue:{0,1,2}`` | list | ready task ids by priority; LPUSH in, RPOP out |
+| ``{p}:parked`` | zset | route -> best score of its parked tasks (routes with some) |
+| ``{p}:parked:{route}`` | zset | tasks a worker could not run, for one that can (below) |
 | ``{p}:task:{id}`` | hash | the task; expires ``retention`` after it ends |
 | ``{p}:task:{id}:dependents`` | set | waiters of a schema 1 task (schema 2: its field) |
 | ``{p}:execution:{id}`` | hash | a batch of tasks with O(1) counters |
@@ -28,12 +32,14 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:index:plugins`` | set | plugin names that have a plugin index (for cleanup) |
 | ``{p}:stats`` | hash | counters: enqueued, completed, failed, ... |
 | ``{p}:workers`` | zset | worker id -> last heartbeat (ms) |
-| ``{p}:worker:{id}`` | hash | a supervisor's heartbeat (host, pid, concurrency, ...); TTL |
+| ``{p}:worker:{id}`` | hash | a pool's heartbeat (host, pid, plugins, queues, ...); TTL |
 | ``{p}:audit:tasks`` | list | audit outbox: one JSON row per attempt end, newest first |
 | ``{p}:audit:executions`` | list | audit outbox: one JSON row per execution end |
 | ``{p}:audit:flusher`` | string | which process flushes the outbox to ClickHouse; TTL |
 | ``{p}:schedulers`` | zset | scheduler id -> last heartbeat (ms) |
 | ``{p}:scheduler:{id}`` | hash | a scheduler's heartbeat (host, pid, jobs, ...); TTL |
+| ``{p}:apis`` | zset | sidecar id -> last heartbeat (ms) |
+| ``{p}:api:{id}`` | hash | a sidecar's heartbeat (host, pid, url, ...); TTL |
 | ``{p}:schedule:{job}`` | hash | a job's state: since, missed_until, its last fire |
 | ``{p}:schedule:{job}:history`` | list | the job's latest fires (JSON), newest first, trimmed |
 | ``{p}:schedule:{job}:slot:{ts}`` | string | the outcome of the slot at ``ts`` (epoch s); TTL |
@@ -42,6 +48,13 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:groups`` | hash | plugin groups made at run time: group id -> JSON (app/groups.py) |
 | ``{p}:calendar:{exchange}`` | hash | cached trading calendar (open days, source, fetched_at) |
 | ``{p}:quota:{digest}:{api}`` | zset | TuShare calls admitted in the last minute (token digest) |
+
+Capability routing: a worker's claim takes only tasks whose plugin it runs and whose named
+queue it serves (lib.lua: can_run).  A ready task it cannot run is *parked* in
+``{p}:parked:{route}`` (``route`` is ``queue:plugin``; score priority * 1e13 + the stats
+counter ``parked``, so priority then parking order) and ``{p}:parked`` keeps, per route,
+the best score waiting there: a worker's claim looks there first (one EXISTS when
+nothing is parked) for a route it serves.
 """
 
 from __future__ import annotations
@@ -50,6 +63,19 @@ from dataclasses import dataclass
 
 PRIORITIES = (0, 1, 2)
 DOORBELL_MAX = 1000  # tokens kept on the doorbell list when nobody listens
+DEFAULT_QUEUE = "default"  # the named queue of a task that names none
+PARK_PRIORITY_SCALE = 10**13  # a parked task's score: priority * this + a sequence
+
+
+def route_of(queue: str, plugin: str) -> str:
+    """What a parked task waits for: a worker serving ``queue`` that runs ``plugin``."""
+    return f"{queue or DEFAULT_QUEUE}:{plugin}"
+
+
+def split_route(route: str) -> tuple[str, str]:
+    """``(queue, plugin)`` of a route (queue names have no ``:``)."""
+    queue, _, plugin = route.partition(":")
+    return queue, plugin
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +107,17 @@ class Keys:
     def plugin_index(self, plugin: str) -> str:
         return f"{self.prefix}:index:plugin:{plugin}"
 
+    def parked(self, route: str) -> str:
+        return f"{self.prefix}:parked:{route}"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
     def scheduler(self, scheduler_id: str) -> str:
         return f"{self.prefix}:scheduler:{scheduler_id}"
+
+    def api(self, api_id: str) -> str:
+        return f"{self.prefix}:api:{api_id}"
 
     def schedule(self, job: str) -> str:
         return f"{self.prefix}:schedule:{job}"
@@ -116,6 +148,10 @@ class Keys:
     @property
     def groups(self) -> str:
         return f"{self.prefix}:groups"
+
+    @property
+    def apis(self) -> str:
+        return f"{self.prefix}:apis"
 
     @property
     def queues(self) -> list[str]:
@@ -154,6 +190,10 @@ class Keys:
         return f"{self.prefix}:stats"
 
     @property
+    def parked_index(self) -> str:
+        return f"{self.prefix}:parked"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
@@ -185,6 +225,7 @@ FIXED_LUA_NAMES = (
     "K_WORKERS",
     "K_AUDIT",
     "K_AUDIT_EXECUTIONS",
+    "K_PARKED",
 )
 
 
@@ -203,6 +244,7 @@ def fixed_keys(keys: Keys) -> list[str]:
         keys.workers,
         keys.audit_tasks,
         keys.audit_executions,
+        keys.parked_index,
     ]
 
 
@@ -232,6 +274,9 @@ def lua_prelude() -> str:
         builder("k_status_index", k.status_index("\x01")),
         builder("k_plugin_index", k.plugin_index("\x01")),
         builder("k_dedup", k.dedup("\x01")),
+        builder("k_parked", k.parked("\x01")),
         f"local DOORBELL_MAX = {DOORBELL_MAX}\n",
+        f"local DEFAULT_QUEUE = '{DEFAULT_QUEUE}'\n",
+        f"local PARK_SCALE = {PARK_PRIORITY_SCALE}\n",
     ]
     return "".join(lines)

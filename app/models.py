@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Protocol
 
 from app.errors import InvalidInput
+from app.keys import DEFAULT_QUEUE
 
 SCHEMA_VERSION = 1
 
@@ -101,6 +103,14 @@ def _bounded_int(value: object, what: str, low: int, high: int) -> int:
 
 
 MAX_MEMORY_LIMIT_MB = 1024 * 1024  # a task's memory_limit_mb: 1 MB to 1 TB
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_queue_name(value: object) -> str:
+    """A named queue: 1-64 letters, digits, ``_``, ``.`` or ``-``."""
+    if not isinstance(value, str) or not _QUEUE_NAME.fullmatch(value.strip()):
+        raise InvalidInput(f"queue {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return value.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +155,7 @@ class TaskSpec:
     # the original producer's per-task fields, handed to every call of the plugin
     ts_code: str = ""
     data_source: str = ""
+    queue: str = ""  # a named queue (capability routing); '' = the default queue
 
     @classmethod
     def build(
@@ -165,6 +176,7 @@ class TaskSpec:
         trigger: str = "manual",
         ts_code: object = "",
         data_source: object = "",
+        queue: object = None,
         limits: Limits | None = None,
     ) -> TaskSpec:
         lim = limits or Limits()
@@ -229,6 +241,7 @@ class TaskSpec:
             trigger=trigger,
             ts_code=str(ts_code).strip(),
             data_source=str(data_source).strip(),
+            queue=parse_queue_name(queue) if queue not in (None, "") else "",
         )
 
     def identity(self) -> list[Any]:
@@ -272,6 +285,8 @@ class TaskSpec:
             out["ts_code"] = self.ts_code
         if self.data_source:
             out["data_source"] = self.data_source
+        if self.queue and self.queue != DEFAULT_QUEUE:
+            out["queue"] = self.queue
         return out
 
 
@@ -391,6 +406,7 @@ class Task:
     output_attempt: int = 0
     ts_code: str = ""  # the original producer's per-task fields
     data_source: str = ""
+    queue: str = DEFAULT_QUEUE  # the named queue it waits in (capability routing)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Task:
@@ -441,6 +457,7 @@ class Task:
             output_attempt=_int(h.get("output_attempt")),
             ts_code=h.get("ts_code", ""),
             data_source=h.get("data_source", ""),
+            queue=h.get("queue") or DEFAULT_QUEUE,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from app.errors import ExecutionNotFound, InvalidInput
 from app.keys import PRIORITIES
+from app.liveness import parked as parked_routes
 from app.models import Execution, ExecutionStatus, Task, TaskStatus
 from app.queue import TaskQueue
 from app.redis_client import redis_errors
@@ -39,6 +40,8 @@ class QueueStats:
     by_status: dict[str, int]
     executions: int
     counters: dict[str, int] = field(default_factory=dict)
+    # pending tasks parked for a worker that can run them, by route (queue:plugin)
+    parked: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,8 @@ class QueueStats:
             "by_status": self.by_status,
             "executions": self.executions,
             "counters": self.counters,
+            "parked": self.parked,
+            "parked_total": sum(self.parked.values()),
         }
 
 
@@ -287,4 +292,5 @@ async def queue_stats(queue: TaskQueue) -> QueueStats:
         by_status={s: int(res[n + 3 + i]) for i, s in enumerate(statuses)},
         executions=int(res[-2]),
         counters=counters,
+        parked=await parked_routes(queue),
     )

@@ -13,7 +13,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +70,13 @@ class FailOutcome:
     next_task: WorkItem | None = None  # claimed in the same call (claim_for)
 
 
+def capability_string(plugins: Iterable[str], queues: Iterable[str]) -> str:
+    """What a claim may take, as the claim script reads it: ``,plugin,...,@queue,...,``
+    (lib.lua: can_run).  No plugin at all gives ``,`` and then nothing is taken."""
+    items = [*sorted(set(plugins)), *(f"@{q}" for q in sorted(set(queues)))]
+    return "," + "".join(f"{item}," for item in items)
+
+
 def enqueue_call(keys: Keys, spec: TaskSpec, task_id: str) -> tuple[list[str], list[Any]]:
     """The extra KEYS and the ARGV (after prefix/now) of ``enqueue.lua`` for ``spec``."""
     fields = spec.to_fields(task_id)
@@ -94,6 +101,11 @@ def clock_args(keys: Keys, now: float) -> list[Any]:
         _iso_second = cached
     # isoformat(timespec="milliseconds") of the same millisecond as ARGV[2]
     return [keys.prefix, ms, f"{cached[1]}.{millis:03d}+00:00"]
+
+
+def iso_time(epoch: float) -> str:
+    """An epoch time as stockq stores times: ISO 8601, UTC, with the offset."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def enqueued_fields(spec: TaskSpec, task_id: str) -> dict[str, Any]:
@@ -149,6 +161,13 @@ class TaskQueue:
         # (worker id, lease token) of claiming calls that got no answer: Redis may have
         # run them (see recover_claim.lua); the next claim_work looks for their task
         self._unanswered: list[tuple[str, str]] = []
+        # what claims made through this queue may take (lib.lua: can_run); '' = anything
+        self.capabilities = ""
+
+    def advertise(self, plugins: Iterable[str], queues: Iterable[str]) -> None:
+        """Claim from now on only tasks of ``plugins`` in ``queues`` (capability
+        routing: the claim script parks the others for a worker that can run them)."""
+        self.capabilities = capability_string(plugins, queues)
 
     async def aclose(self) -> None:
         """Close the script connection (the redis-py client is the caller's)."""
@@ -227,7 +246,7 @@ class TaskQueue:
         if not worker_id:
             return [""]
         return [worker_id, token or new_token(), int(self.settings.lease_seconds * 1000),
-                promote_limit, "work" if work else ""]
+                promote_limit, "work" if work else "", self.capabilities]
 
     async def claim_work(self, worker_id: str, token: str | None = None) -> WorkItem | None:
         """:meth:`claim` for a worker: the task comes back as a :class:`WorkItem` (only
@@ -417,19 +436,24 @@ class TaskQueue:
         return int(tasks), int(execs)
 
     async def heartbeat(self, worker_id: str, info: Mapping[str, Any], *, ttl: float,
-                        scheduler: bool = False) -> int:
-        """Publish a supervisor's (or a scheduler's) heartbeat; returns the number of
-        live ones."""
+                        scheduler: bool = False, role: str = "worker") -> int:
+        """Publish a supervisor's (or a scheduler's, or a sidecar's: ``role``) heartbeat;
+        returns the number of live ones of its role."""
         fields = {k: str(v) for k, v in info.items()}
-        return int(await self.run("heartbeat", self._beat_keys(worker_id, scheduler),
-                                  [worker_id, max(1, int(ttl)), json.dumps(fields)]))
+        return int(await self.run("heartbeat", self._beat_keys(
+            worker_id, "scheduler" if scheduler else role),
+            [worker_id, max(1, int(ttl)), json.dumps(fields)]))
 
-    async def remove_worker(self, worker_id: str, *, scheduler: bool = False) -> None:
-        await self.run("heartbeat", self._beat_keys(worker_id, scheduler), [worker_id, 0, "{}"])
+    async def remove_worker(self, worker_id: str, *, scheduler: bool = False,
+                            role: str = "worker") -> None:
+        await self.run("heartbeat", self._beat_keys(worker_id, "scheduler" if scheduler
+                                                    else role), [worker_id, 0, "{}"])
 
-    def _beat_keys(self, member: str, scheduler: bool) -> list[str]:
-        if scheduler:
+    def _beat_keys(self, member: str, role: str) -> list[str]:
+        if role == "scheduler":
             return [self.keys.scheduler(member), self.keys.schedulers]
+        if role == "api":
+            return [self.keys.api(member), self.keys.apis]
         return [self.keys.worker(member), self.keys.workers]
 
     # ------------------------------------------------------------ reads

@@ -53,6 +53,7 @@ TRANSITIONS = (
     "quota",
     "recover_claim",
     "delete_execution",
+    "purge",
 )
 
 

@@ -23,6 +23,8 @@ from app.errors import ConfigError
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEMO_NAMESPACE = "demo"  # `stockq run --demo` (and its data under STOCKQ_DATA_DIR/demo)
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -86,7 +88,8 @@ class Settings:
     redis_connect_timeout: float = 2.0
     # the synchronous Producer polls for a reply this long before it sleeps (0: never)
     producer_spin_us: int = 200
-    key_prefix: str = "stock"
+    key_prefix: str = "stock"  # the namespace (STOCKQ_NAMESPACE)
+    demo: bool = False  # `stockq run --demo` (never read from the environment)
     data_dir: Path = field(default_factory=lambda: Path.home() / ".local/share/stockq")
     plugins: tuple[str, ...] = ()
     builtin_plugins: bool = True
@@ -163,6 +166,11 @@ class Settings:
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url)
 
+    @property
+    def namespace(self) -> str:
+        """The prefix of every Redis key (``STOCKQ_NAMESPACE``, default ``stock``)."""
+        return self.key_prefix
+
 
 # (setting attribute, environment names in order of precedence, parser)
 _NUMERIC: tuple[tuple[str, str, type[int] | type[float], float], ...] = (
@@ -218,12 +226,30 @@ def _redis_values(env: Mapping[str, str]) -> dict[str, object]:
         if env.get(name, "").strip():
             values["redis_enabled"] = _bool(name, env[name])
             break
-    prefix = env.get("STOCKQ_KEY_PREFIX")
-    if prefix is not None:
+    namespace = env.get("STOCKQ_NAMESPACE")
+    prefix = env.get("STOCKQ_KEY_PREFIX")  # its earlier name
+    if namespace is not None:
+        if not NAMESPACE_PATTERN.fullmatch(namespace):
+            raise ConfigError(f"STOCKQ_NAMESPACE={namespace!r} must be 1-64 letters, digits, "
+                              "'_', '.' or '-'")
+        if prefix is not None and prefix != namespace:
+            raise ConfigError(f"STOCKQ_NAMESPACE={namespace!r} and STOCKQ_KEY_PREFIX="
+                              f"{prefix!r} disagree: set only STOCKQ_NAMESPACE")
+        values["key_prefix"] = namespace
+    elif prefix is not None:
         if not prefix or any(c.isspace() for c in prefix):
             raise ConfigError("STOCKQ_KEY_PREFIX must be a non-empty word without spaces")
         values["key_prefix"] = prefix
     return values
+
+
+def use_namespace(name: str) -> None:
+    """``stockq --namespace NAME``: this process and the processes it starts (worker
+    children) use ``NAME`` whatever the environment says (ConfigError when invalid)."""
+    if not NAMESPACE_PATTERN.fullmatch(name):
+        raise ConfigError(f"namespace {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    os.environ["STOCKQ_NAMESPACE"] = name
+    os.environ.pop("STOCKQ_KEY_PREFIX", None)
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:

@@ -29,11 +29,15 @@ def build_spec(
 ) -> TaskSpec:
     """Validate a submission.  Unknown plugins raise UnknownPlugin (naming the known
     ones); a timeout or attempt count not given comes from the plugin (its timeout for
-    the task's type, then its default), then settings."""
+    the task's type, then its default), then settings; a named queue not given comes
+    from the plugin's ``queue`` (capability routing)."""
     spec = TaskSpec.build(plugin_name, limits=limits_from(settings), **fields)
     plugin = registry.get(spec.plugin_name)
-    if fields.get("timeout_seconds") is None or fields.get("max_attempts") is None:
+    if (fields.get("timeout_seconds") is None or fields.get("max_attempts") is None
+            or not fields.get("queue")):
         defaults: dict[str, Any] = {}
+        if not fields.get("queue"):
+            defaults["queue"] = getattr(plugin, "queue", None) or None
         if fields.get("timeout_seconds") is None:
             by_type = getattr(plugin, "task_timeouts", None) or {}
             defaults["timeout_seconds"] = by_type.get(spec.task_type.value) or \

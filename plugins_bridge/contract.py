@@ -8,9 +8,10 @@ the shape of the original ``BasePlugin.run``::
 
 (``loaded_records`` or ``tables_loaded`` count too, see
 :func:`plugins_bridge.runner.records_of`).  It may declare defaults the queue uses when a
-submission does not say otherwise (timeout, per task type too, attempts), a rate limit,
-dependencies and a schedule, and plan its own calls for a task (``plan_runs(task) ->
-RunPlan``).  Subclassing :class:`Plugin` is convenient but not required.
+submission does not say otherwise (timeout, per task type too, attempts, a named queue),
+what a worker needs to run it (``requires``), a rate limit, dependencies and a
+schedule, and plan its own calls for a task (``plan_runs(task) -> RunPlan``).
+Subclassing :class:`Plugin` is convenient but not required.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Plugin:
     per_trade_date: bool = True
     # timeouts by task type (``{"full": 7200}``); others take default_timeout_seconds
     task_timeouts: Mapping[str, int] = {}
+    # what a worker needs to run it: "tushare_token" (a TuShare token), "warehouse" (a
+    # ClickHouse the worker loads rows into); a worker without them does not claim it
+    requires: tuple[str, ...] = ()
+    # the named queue its tasks wait in when a submission names none (None: "default")
+    queue: str | None = None
 
     def run(self, **params: Any) -> dict[str, Any]:
         raise NotImplementedError(f"plugin {self.name!r} does not implement run()")

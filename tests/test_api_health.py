@@ -116,7 +116,7 @@ async def test_health_is_200_with_queue_depths_and_warns_without_workers(
     assert body["status"] == "degraded"
     assert body["reasons"] == []
     assert body["queue"] == {"ready": {"0": 0, "1": 1, "2": 3}, "ready_total": 4,
-                             "delayed": 1, "running": 1}
+                             "delayed": 1, "running": 1, "parked": {}}
     assert body["redis"]["status"] == "ok" and body["redis"]["url"] == settings.redis_url
     assert body["workers"] == {"live": 0, "window_seconds": 15.0, "items": [],
                                "truncated": False}

@@ -172,8 +172,10 @@ def test_malformed_arguments_are_usage_errors(cli: Cli, redis_url: str, args: li
 # ------------------------------------------------------------------ status
 def test_status_text_and_unknown_id(cli: Cli) -> None:
     tid = as_json(cli("submit", "noop", "--date", "20240102", "--json"))["task_id"]
-    rows = dict(re.split(r"\s{2,}", ln.strip(), maxsplit=1)
-                for ln in cli("status", tid).stdout.splitlines())
+    text = cli("status", tid).stdout
+    fields, _, waiting = text.partition("\n\n")
+    rows = dict(re.split(r"\s{2,}", ln.strip(), maxsplit=1) for ln in fields.splitlines())
+    assert waiting.strip() == "waiting: no live worker: start `stockq worker` (or `stockq run`)"
     assert rows["task_id"] == tid
     assert rows["status"] == "pending"
     assert rows["plugin_name"] == "noop"

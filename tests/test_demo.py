@@ -9,6 +9,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from app.local_redis import free_port
 from tests.workers import WorkerProcess, wait_until, worker_env
 
@@ -26,17 +28,28 @@ def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]
 
 def test_the_demo_runs_a_daily_sync_into_clickhouse_and_the_history(redis_url: str,
                                                                      tmp_path: Path) -> None:
+    """...in a namespace and a data directory of its own, next to the README's example
+    worker (built-in plugins loaded, no token) working in the same namespace, which
+    never takes a TuShare task."""
     port = free_port()
+    data = tmp_path / "data"
     env = worker_env(redis_url, STOCKQ_BUILTIN_PLUGINS="true", STOCKQ_PLUGINS="",
-                     STOCKQ_DATA_DIR=str(tmp_path / "data"), TUSHARE_TOKEN="")
+                     STOCKQ_DATA_DIR=str(data), TUSHARE_TOKEN="")
     proc = WorkerProcess(env, tmp_path / "run.log", "--demo", "--workers", "2", "--port",
                          str(port), command="run")
+    example = WorkerProcess({**env, "STOCKQ_PLUGINS": "plugins_bridge.examples:EXAMPLES"},
+                            tmp_path / "example.log", "demo", "worker", "--concurrency", "2",
+                            command="--namespace")  # stockq --namespace demo worker ...
     base = f"http://127.0.0.1:{port}"
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         wait_until(lambda: proc.events("daemon.started") or proc.proc.poll() is not None,
                    90, "stockq run --demo")
         assert proc.proc.poll() is None, proc.log_path.read_text()[-3000:]
-        assert "the bundled fake server" in proc.log_path.read_text()
+        example.wait_started()
+        text = proc.log_path.read_text()
+        assert "the bundled fake server" in text and "namespace 'demo'" in text
+        assert f"data in {data / 'demo'}" in text
         status, fire = call(base, "POST", "/api/v1/schedules/daily_sync/run")
         assert status == 202, fire
         assert fire["tasks"] == 5 and fire["outcome"] == "fired"
@@ -69,6 +82,16 @@ def test_the_demo_runs_a_daily_sync_into_clickhouse_and_the_history(redis_url: s
         assert all(i["status"] == "completed" and i["trigger"] == "manual" for i in items)
         status, health = call(base, "GET", "/health")
         assert health["clickhouse"]["status"] == "ok" and health["clickhouse"]["embedded"]
+        assert str(data / "demo" / "clickhouse") in health["clickhouse"]["url"]
+        assert health["workers"]["live"] == 2
+        # the example worker ran none of it: it never claims what it cannot run
+        assert example.events("task.started") == []
+        assert {e["plugin"] for e in proc.events("task.started")} >= {
+            "tushare_daily", "tushare_stock_basic"}
+        # nothing of the demo in the user's namespace or data directory
+        assert r.keys("stock:*") == []
+        assert not (data / "clickhouse").exists() and (data / "demo" / "clickhouse").is_dir()
     finally:
+        assert example.stop() == 0
         code = proc.stop()
     assert code == 0, proc.log_path.read_text()[-3000:]

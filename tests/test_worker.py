@@ -234,17 +234,20 @@ async def test_backoff_then_success_on_attempt_3(
     assert sync_redis.hget("stock:stats", "retried") == "2"
 
 
-async def test_bad_params_and_unknown_plugins_fail_at_once(
+async def test_bad_params_fail_at_once_and_unknown_plugins_wait_for_a_worker(
     live_queue: TaskQueue, start_worker: Any, sync_redis: redis.Redis
 ) -> None:
     start_worker("--concurrency", "1")
+    ghost = await submit(live_queue, "no-such-plugin", max_attempts=5)
     bad = await submit(live_queue, "badparams", max_attempts=5)
     h = wait_status(sync_redis, bad, "failed")
     assert h["last_error_type"] == "bad_params" and h["attempt"] == "1"
     assert "ts_code must look like" in h["error_message"]
-    ghost = await submit(live_queue, "no-such-plugin", max_attempts=5)
-    h = wait_status(sync_redis, ghost, "failed")
-    assert h["last_error_type"] == "plugin_not_found" and h["attempt"] == "1"
+    # a plugin no worker runs is never claimed (it would fail plugin_not_found): it is
+    # parked for a worker that can, and stays pending
+    assert sync_redis.zrange("stock:parked:default:no-such-plugin", 0, -1) == [ghost]
+    h = status_of(sync_redis, ghost)
+    assert h["status"] == "pending" and h["attempt"] == "0"
 
 
 async def test_progress_reaches_the_task_hash(

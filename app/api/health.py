@@ -13,6 +13,7 @@ orchestrator does on 503) would bring neither a worker nor ClickHouse back.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 import weakref
@@ -26,7 +27,7 @@ from aiohttp import web
 from app.api.app import QUEUE, SANDBOX, SETTINGS, STARTED, WAREHOUSE
 from app.api.security import BIND_HOST, exposed
 from app.errors import RedisUnavailable, StockqError
-from app.keys import PRIORITIES
+from app.keys import DEFAULT_QUEUE, PRIORITIES
 from app.logs import get_logger
 from app.queue import TaskQueue
 from app.redis_client import redis_errors
@@ -110,9 +111,19 @@ async def _beats(queue: TaskQueue, now_ms: int, ids: list[tuple[str, float]], *,
             item.update(jobs=_int(h.get("jobs")), timezone=h.get("timezone", ""))
         else:
             item.update(concurrency=_int(h.get("concurrency")), running=_int(h.get("running")),
-                        processed=_int(h.get("processed")))
+                        processed=_int(h.get("processed")),
+                        plugins=_json_list(h.get("plugins")),
+                        queues=_json_list(h.get("queues")) or [DEFAULT_QUEUE])
         out.append(item)
     return out
+
+
+def _json_list(raw: str | None) -> list[str]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _int(raw: str | None) -> int | None:
@@ -228,6 +239,8 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
             f"within the last {LIVE_WINDOW_SECONDS:g} s; scheduled syncs do not fire until "
             "`stockq scheduler` (or `stockq run`) runs"
         )
+    if queue is not None and report["redis"]["status"] == "ok":
+        await _routing(queue, settings, report, warnings)
     host = app.get(BIND_HOST)
     if host is not None and exposed(host, settings.api_token):
         warnings.append(
@@ -244,6 +257,26 @@ async def health_report(app: web.Application) -> tuple[dict[str, Any], bool]:
         report["uptime_seconds"] = round(time.time() - app[STARTED], 1)
     _log_change(app, ok, reasons)
     return report, ok
+
+
+async def _routing(queue: TaskQueue, settings: Settings, report: dict[str, Any],
+                   warnings: list[str]) -> None:
+    """Tasks set aside because no live worker can run them (capability routing): how
+    many wait for each plugin, and a warning saying why for those nobody can take."""
+    from app.liveness import live, parked, stuck
+
+    try:
+        routes, workers = await _bounded(settings, READ_TIMEOUT, "the routing reads",
+                                         asyncio.gather(parked(queue), live(queue)))
+        waiting = await _bounded(settings, READ_TIMEOUT, "the routing reads",
+                                 stuck(queue, workers))
+    except RedisUnavailable:
+        return
+    if report.get("queue") is not None:
+        report["queue"]["parked"] = routes
+    for plugin, _, count, reason in waiting:
+        warnings.append(f"{count} pending task{'s' if count != 1 else ''} of {plugin} "
+                        f"wait{'s' if count == 1 else ''}: {reason}")
 
 
 def _log_change(app: web.Application, ok: bool, reasons: list[str]) -> None:

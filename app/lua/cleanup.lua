@@ -1,12 +1,14 @@
 -- cleanup: retention.  Ended tasks whose end is older than the cutoff are deleted with
 -- their index entries (their hashes also carry a TTL, so a hash may already be gone:
 -- then its plugin index entry is removed from every plugin index).  Execution index
--- entries whose execution hash has expired are dropped.
+-- entries whose execution hash has expired are dropped; with ARGV[6] = '1' (`stockq purge
+-- finished`), ended executions whose index time is before the cutoff are deleted too.
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      cutoff, epoch ms (ended before this => removed)
 -- ARGV[5]      max tasks per status to remove in this call
+-- ARGV[6]      optional: '1' to delete ended executions too
 -- Returns      {tasks removed, execution index entries removed}
 
 local cutoff, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -34,11 +36,13 @@ for _, st in ipairs({'completed', 'failed', 'cancelled'}) do
         redis.call('ZREM', idx, id)
     end
 end
+local ended_too = ARGV[6] == '1'
 local execs = redis.call('ZRANGEBYSCORE', K_EXECUTIONS, '-inf', cutoff, 'LIMIT', 0, limit)
 for _, eid in ipairs(execs) do
-    if redis.call('EXISTS', k_execution(eid)) == 0 then
+    local st = redis.call('HGET', k_execution(eid), 'status')
+    if not st or (ended_too and TERMINAL[st]) then
+        redis.call('DEL', k_execution(eid), k_execution_tasks(eid))
         redis.call('ZREM', K_EXECUTIONS, eid)
-        redis.call('DEL', k_execution_tasks(eid))
         exec_removed = exec_removed + 1
     end
 end

@@ -11,8 +11,8 @@
 -- ARGV[9]      checkpoint: last trade date done ('' for none)
 -- ARGV[10]     the attempt's output: its masked last bytes ('' when it printed nothing)
 -- ARGV[11]     how many bytes the attempt printed
--- ARGV[12..16] optional claim of the next task: worker id ('' = do not claim), lease
---              token, lease ms, promote limit, 'work' (as claim.lua)
+-- ARGV[12..17] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit, 'work', what it can run (as claim.lua)
 -- Returns      {tasks ended, next task hash (flat list) or false}
 
 local key, id, token = KEYS[FIXED + 1], ARGV[4], ARGV[5]
@@ -44,6 +44,6 @@ local ended = finish(id, 'completed', nil, nil, tonumber(ARGV[8]),
 local nxt = false
 if ARGV[12] and ARGV[12] ~= '' then
     nxt = claim_next(ARGV[12], ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]),
-        ARGV[16] == 'work')
+        ARGV[16] == 'work', ARGV[17])
 end
 return {ended, nxt}

@@ -18,8 +18,8 @@
 -- ARGV[15]     checkpoint (last trade date done, '' for none): a retry resumes after it
 -- ARGV[16]     the attempt's output: its masked last bytes ('' when it printed nothing)
 -- ARGV[17]     how many bytes the attempt printed
--- ARGV[18..22] optional claim of the next task: worker id ('' = do not claim), lease
---              token, lease ms, promote limit, 'work' (as claim.lua)
+-- ARGV[18..23] optional claim of the next task: worker id ('' = do not claim), lease
+--              token, lease ms, promote limit, 'work', what it can run (as claim.lua)
 -- Returns      {status, next_run_at_ms (0 unless retrying), attempt, next task hash or
 --              false}; status is 'retrying', 'failed', or 'cancelled' when a cancel had
 --              been requested
@@ -32,7 +32,7 @@ local known = {t[1], t[8], t[9], t[5], t[10], t[11]}  -- lib.lua: FINISH_FIELDS
 local function claim_after()
     if ARGV[18] and ARGV[18] ~= '' then
         return claim_next(ARGV[18], ARGV[19], tonumber(ARGV[20]), tonumber(ARGV[21]),
-            ARGV[22] == 'work')
+            ARGV[22] == 'work', ARGV[23])
     end
     return false
 end

@@ -39,6 +39,11 @@ local function move_status(id, old, new)
     redis.call('ZADD', k_status_index(new), NOW, id)
 end
 
+local function push_doorbell()
+    redis.call('LPUSH', K_DOORBELL, '1')
+    redis.call('LTRIM', K_DOORBELL, 0, DOORBELL_MAX - 1)
+end
+
 -- Make a task claimable.  front=true puts it next in line (it already waited).
 local function push_ready(id, priority, front)
     if front then
@@ -46,8 +51,7 @@ local function push_ready(id, priority, front)
     else
         redis.call('LPUSH', K_QUEUES[priority + 1], id)
     end
-    redis.call('LPUSH', K_DOORBELL, '1')
-    redis.call('LTRIM', K_DOORBELL, 0, DOORBELL_MAX - 1)
+    push_doorbell()
 end
 
 -- Lease check shared by every transition a supervisor makes for a running task.
@@ -70,6 +74,7 @@ local SPEC_FIELDS = {
     'plugin_name', 'task_type', 'trade_dates', 'start_date', 'end_date', 'params',
     'priority', 'timeout_seconds', 'max_attempts', 'user_id', 'username', 'data_source',
     'ts_code', 'trigger', 'retry_of', 'dedup_key', 'depends_on', 'memory_limit_mb',
+    'queue',
 }
 
 -- Write a new pending task hash and its indexes (not its queue entry).
@@ -323,13 +328,6 @@ local function finish(id, status, error_type, error_message, retention, known, e
     return ended
 end
 
--- Promote due delayed tasks, then pop the next ready task in priority order (0, 1, 2)
--- and mark it running under a lease.  Returns its hash (flat list) or false; with
--- `work` true, only the values of the fields a worker needs to run it, in this order
--- (app/models.py: WORK_FIELDS): task_id, plugin_name, attempt (the new one),
--- execution_id, timeout_seconds, checkpoint, records_processed, task_type,
--- trade_dates, start_date, end_date, params, memory_limit_mb, ts_code, data_source
--- (false when absent).
 -- Move retrying tasks whose backoff has elapsed from stock:delayed to the front of
 -- their ready queue (at most `limit`).  Returns how many were promoted.
 local function promote_due(limit)
@@ -349,62 +347,192 @@ local function promote_due(limit)
     return promoted
 end
 
-local function claim_next(worker, token, lease_ms, promote_limit, work)
-    promote_due(promote_limit)
+-- Capability routing.  A worker's claim carries what it can run as one string,
+-- ',plugin,...,@queue,...,' (app/worker/capabilities.py); '' claims anything (callers
+-- that run no plugins: tests, benchmarks).  A task runs on a worker that lists its
+-- plugin and serves its named queue (DEFAULT_QUEUE when it names none).
+local function can_run(can, plugin, queue)
+    if can == '' or not plugin then
+        return true  -- no plugin at all: whoever takes it reports plugin_not_found
+    end
+    if queue == nil or queue == false or queue == '' then
+        queue = DEFAULT_QUEUE
+    end
+    return string.find(can, ',' .. plugin .. ',', 1, true) ~= nil
+        and string.find(can, ',@' .. queue .. ',', 1, true) ~= nil
+end
 
-    local skipped = 0
+local function route_of(plugin, queue)
+    if queue == nil or queue == false or queue == '' then
+        queue = DEFAULT_QUEUE
+    end
+    return queue .. ':' .. plugin
+end
+
+local function can_serve(can, route)
+    local sep = string.find(route, ':', 1, true)
+    return can_run(can, string.sub(route, sep + 1), string.sub(route, 1, sep - 1))
+end
+
+-- Keep K_PARKED's score of `route` at the best score left in its set (or drop it).
+local function reindex_parked(route)
+    local best = redis.call('ZRANGE', k_parked(route), 0, 0, 'WITHSCORES')
+    if best[2] then
+        redis.call('ZADD', K_PARKED, best[2], route)
+    else
+        redis.call('ZREM', K_PARKED, route)
+    end
+end
+
+-- Set aside a ready task the claiming worker cannot run, for a worker that can; it
+-- stays `pending` (tasks parked earlier keep their place: the score orders by priority,
+-- then by the stats counter `parked`, one number per task ever parked).
+local function park(id, route, priority)
+    local score = priority * PARK_SCALE + redis.call('HINCRBY', K_STATS, 'parked', 1)
+    redis.call('ZADD', k_parked(route), score, id)
+    local best = tonumber(redis.call('ZSCORE', K_PARKED, route))
+    if not best or score < best then
+        redis.call('ZADD', K_PARKED, score, route)
+    end
+end
+
+-- Take `id` out of its parked set (cancel, purge); true when it was there.
+local function unpark(id, route)
+    if redis.call('ZREM', k_parked(route), id) == 1 then
+        reindex_parked(route)
+        return true
+    end
+    return false
+end
+
+-- The parked route this worker can serve whose best task comes first, and that task's
+-- priority; nil when none (one EXISTS when nothing is parked: the usual case).
+local function first_parked(can)
+    if can == '' or redis.call('EXISTS', K_PARKED) == 0 then
+        return nil, 3
+    end
+    local routes = redis.call('ZRANGE', K_PARKED, 0, 99, 'WITHSCORES')
+    for i = 1, #routes, 2 do
+        if can_serve(can, routes[i]) then
+            return routes[i], math.floor(tonumber(routes[i + 1]) / PARK_SCALE)
+        end
+    end
+    return nil, 3
+end
+
+local CLAIM_FIELDS = {'status', 'waiting', 'schema', 'plugin_name',
+    'timeout_seconds', 'execution_id', 'attempt', 'checkpoint',
+    'records_processed', 'task_type', 'trade_dates', 'start_date', 'end_date',
+    'params', 'memory_limit_mb', 'ts_code', 'data_source', 'queue'}
+
+-- Mark the pending task `id` (t: its CLAIM_FIELDS values) running under a lease for
+-- `worker` and return what claim_next returns.
+local function take(id, key, t, worker, token, lease_ms, work)
+    if not t[3] then
+        -- pushed by a producer of the original format: index it now, and
+        -- keep it while it runs if that producer gave it a TTL (a task
+        -- of ours has none before it ends)
+        redis.call('PERSIST', key)
+        redis.call('ZADD', K_ALL, NOW, id)
+        if t[4] then
+            redis.call('ZADD', k_plugin_index(t[4]), NOW, id)
+            redis.call('SADD', K_PLUGINS, t[4])
+        end
+    end
+    local timeout_ms = (tonumber(t[5]) or 3600) * 1000
+    local attempt = fmt_int((tonumber(t[7]) or 0) + 1)
+    redis.call('HSET', key, 'attempt', attempt,
+        'status', 'running', 'started_at', NOW_ISO,
+        'started_ms', fmt_int(NOW), 'updated_at', NOW_ISO, 'worker', worker,
+        'lease_token', token, 'deadline_at', fmt_int(NOW + timeout_ms),
+        'progress', '0', 'next_run_at', '')
+    redis.call('SADD', K_RUNNING, id)
+    redis.call('ZADD', K_LEASES, NOW + lease_ms, id)
+    move_status(id, 'pending', 'running')
+    if t[6] and t[6] ~= '' then
+        local ek = k_execution(t[6])
+        if redis.call('HGET', ek, 'status') == 'pending' then
+            redis.call('HSET', ek, 'status', 'running', 'started_at', NOW_ISO,
+                'updated_at', NOW_ISO)
+        end
+    end
+    if work then
+        return {id, t[4], attempt, t[6], t[5], t[8], t[9], t[10], t[11], t[12],
+            t[13], t[14], t[15], t[16], t[17]}
+    end
+    return redis.call('HGETALL', key)
+end
+
+-- Promote due delayed tasks, then take the next ready task in priority order (0, 1,
+-- 2) that this worker can run (`can`, see can_run) and mark it running under a lease.
+-- At each priority, tasks other workers parked for workers like this one come first
+-- (they are older than what is still queued); a queued task this worker cannot run is
+-- parked (at most MAX_PARK per call) and the doorbell rung for the others.  Stale
+-- entries (cancelled, deleted, expired, or still waiting on dependencies) are dropped.
+-- Returns the task's hash (flat list) or false; with `work` true, only the values of
+-- the fields a worker needs to run it, in this order (app/models.py: WORK_FIELDS):
+-- task_id, plugin_name, attempt (the new one), execution_id, timeout_seconds,
+-- checkpoint, records_processed, task_type, trade_dates, start_date, end_date, params,
+-- memory_limit_mb, ts_code, data_source (false when absent).
+local MAX_PARK = 100
+
+local function claim_next(worker, token, lease_ms, promote_limit, work, can)
+    promote_due(promote_limit)
+    can = can or ''
+    local skipped, parked = 0, 0
+    local route, route_prio = first_parked(can)
     for p = 1, 3 do
+        while route and route_prio < p do
+            local popped = redis.call('ZPOPMIN', k_parked(route))
+            reindex_parked(route)
+            local id = popped[1]
+            if id then
+                local key = k_task(id)
+                local t = redis.call('HMGET', key, unpack(CLAIM_FIELDS))
+                if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
+                    return take(id, key, t, worker, token, lease_ms, work)
+                end
+                skipped = skipped + 1
+                if skipped >= 1000 then
+                    return false
+                end
+            end
+            route, route_prio = first_parked(can)
+        end
         while true do
             local id = redis.call('RPOP', K_QUEUES[p])
             if not id then
                 break
             end
             local key = k_task(id)
-            local t = redis.call('HMGET', key, 'status', 'waiting', 'schema', 'plugin_name',
-                'timeout_seconds', 'execution_id', 'attempt', 'checkpoint',
-                'records_processed', 'task_type', 'trade_dates', 'start_date', 'end_date',
-                'params', 'memory_limit_mb', 'ts_code', 'data_source')
+            local t = redis.call('HMGET', key, unpack(CLAIM_FIELDS))
             if t[1] == 'pending' and (tonumber(t[2]) or 0) <= 0 then
-                if not t[3] then
-                    -- pushed by a producer of the original format: index it now, and
-                    -- keep it while it runs if that producer gave it a TTL (a task
-                    -- of ours has none before it ends)
-                    redis.call('PERSIST', key)
-                    redis.call('ZADD', K_ALL, NOW, id)
-                    if t[4] then
-                        redis.call('ZADD', k_plugin_index(t[4]), NOW, id)
-                        redis.call('SADD', K_PLUGINS, t[4])
+                if can_run(can, t[4], t[18]) then
+                    if parked > 0 then
+                        push_doorbell()
                     end
+                    return take(id, key, t, worker, token, lease_ms, work)
                 end
-                local timeout_ms = (tonumber(t[5]) or 3600) * 1000
-                local attempt = fmt_int((tonumber(t[7]) or 0) + 1)
-                redis.call('HSET', key, 'attempt', attempt,
-                    'status', 'running', 'started_at', NOW_ISO,
-                    'started_ms', fmt_int(NOW), 'updated_at', NOW_ISO, 'worker', worker,
-                    'lease_token', token, 'deadline_at', fmt_int(NOW + timeout_ms),
-                    'progress', '0', 'next_run_at', '')
-                redis.call('SADD', K_RUNNING, id)
-                redis.call('ZADD', K_LEASES, NOW + lease_ms, id)
-                move_status(id, 'pending', 'running')
-                if t[6] and t[6] ~= '' then
-                    local ek = k_execution(t[6])
-                    if redis.call('HGET', ek, 'status') == 'pending' then
-                        redis.call('HSET', ek, 'status', 'running', 'started_at', NOW_ISO,
-                            'updated_at', NOW_ISO)
-                    end
+                park(id, route_of(t[4], t[18]), p - 1)
+                parked = parked + 1
+                if parked >= MAX_PARK then
+                    push_doorbell()
+                    return false
                 end
-                if work then
-                    return {id, t[4], attempt, t[6], t[5], t[8], t[9], t[10], t[11], t[12],
-                        t[13], t[14], t[15], t[16], t[17]}
+            else
+                -- stale entry (cancelled, deleted, expired, or still waiting): drop it
+                skipped = skipped + 1
+                if skipped >= 1000 then
+                    break
                 end
-                return redis.call('HGETALL', key)
-            end
-            -- stale entry (cancelled, deleted, expired, or still waiting): drop it
-            skipped = skipped + 1
-            if skipped >= 1000 then
-                return false
             end
         end
+        if skipped >= 1000 then
+            break
+        end
+    end
+    if parked > 0 then
+        push_doorbell()
     end
     return false
 end

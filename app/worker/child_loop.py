@@ -54,7 +54,8 @@ def _caller(channel: Any) -> Any:
 
 
 def serve(fd_in: int, fd_out: int) -> int:
-    """Load the plugins, say ``ready``, then run each task that comes until ``stop``
+    """Load the plugins, say ``ready`` (with what was loaded and what each plugin
+    requires: app/worker/capabilities.py), then run each task that comes until ``stop``
     or the end of the pipe."""
     settings = load_settings()
     configure_logging(settings)
@@ -67,7 +68,10 @@ def serve(fd_in: int, fd_out: int) -> int:
         registry = PluginRegistry()
         load_error = f"plugins failed to load: {exc}"
     services.bind(services.ChildServices(_caller(channel)))
-    channel.send({"type": "ready", "pid": os.getpid()})
+    channel.send({"type": "ready", "pid": os.getpid(), "load_error": load_error,
+                  "plugins": [[name, list(getattr(registry.get(name), "requires", ()) or ())]
+                              for name in registry.names()],
+                  "unavailable": registry.unavailable})
     while True:
         msg = channel.recv()
         if msg is None or msg["type"] == "stop":

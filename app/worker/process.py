@@ -122,6 +122,7 @@ class ChildProcess:
         self._loop = asyncio.get_running_loop()
         self.inbox = Inbox(self._loop)
         self.tasks_run = 0
+        self.ready: dict[str, Any] = {}  # its first message: the plugins it loaded
         self.retire = ""  # why it must be replaced before its next task ('' = it need not)
         self.descendants_killed = 0  # processes below it the last kill signalled
         self._write_fd = -1
@@ -173,6 +174,7 @@ class ChildProcess:
         if not first or first.get("type") != "ready":
             await self.kill()
             raise ChildGone("worker child did not start")
+        self.ready = first
         return self
 
     def send(self, message: dict[str, Any]) -> None:

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import RedisUnavailable, StockqError
+from app.keys import DEFAULT_QUEUE
 from app.logs import get_logger
 from app.models import WorkItem
-from app.queue import Clock, TaskQueue
+from app.queue import Clock, TaskQueue, iso_time
 from app.settings import Settings, child_environment
 from app.worker import tree
+from app.worker.capabilities import Capabilities, capabilities
 from app.worker.endings import (
     DETACHED,
     Outcome,
@@ -55,6 +57,7 @@ class PoolOptions:
     cleanup_interval: float = 60.0
     zombie_interval: float = 30.0  # a subreaper collects orphans that exited meanwhile
     heartbeat_interval: float = 5.0
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)  # the named queues it serves
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Supervisor:
         self._background: list[asyncio.Task[None]] = []
         self._retiring: list[asyncio.Task[Any]] = []
         self.started_at = clock()
+        self.capabilities = Capabilities((), self.options.queues)
         self._last_cleanup = 0.0
         self._last_zombies = 0.0
 
@@ -150,10 +154,11 @@ class Supervisor:
         for sig in signals:
             loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self._heartbeat()
             children = await asyncio.gather(*(self._spawn() for _ in self.slots))
             for slot, child in zip(self.slots, children, strict=True):
                 slot.child = child
+            self._advertise(children[0].ready)
+            await self._heartbeat()
             self._prepare_spare()
             for slot in self.slots:
                 slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
@@ -167,7 +172,9 @@ class Supervisor:
                                                 self._heartbeat)),
             ]
             log.info("worker.started", worker=self.worker_id,
-                     concurrency=self.options.concurrency)
+                     concurrency=self.options.concurrency,
+                     plugins=list(self.capabilities.plugins),
+                     queues=list(self.capabilities.queues))
             await self._stopping.wait()
             await self._drain()
         finally:
@@ -478,10 +485,25 @@ class Supervisor:
             self._last_zombies = now
             await asyncio.to_thread(tree.reap_zombies, frozenset(UNREAPED))
 
+    def _advertise(self, ready: dict[str, Any]) -> None:
+        """Claim only what this pool can run (app/worker/capabilities.py)."""
+        caps = capabilities(ready, self.settings, warehouse=self.services.warehouse is not None,
+                            queues=self.options.queues)
+        self.capabilities = caps
+        self.queue.advertise(caps.plugins, caps.queues)
+        if caps.load_error:
+            log.error("worker.plugins_failed", worker=self.worker_id, error=caps.load_error)
+        for name, why in sorted(caps.not_runnable.items()):
+            log.warning("worker.plugin_not_runnable", worker=self.worker_id, plugin=name,
+                        reason=why)
+
     async def _heartbeat(self) -> None:
         await self.queue.heartbeat(self.worker_id, {
             "host": socket.gethostname(), "pid": os.getpid(),
             "concurrency": self.options.concurrency,
             "running": sum(1 for s in self.slots if s.running is not None),
-            "processed": self.processed, "started_at": self.started_at,
+            "processed": self.processed,
+            "started_at": iso_time(self.started_at),
+            "demo": "1" if self.settings.demo else "",
+            **self.capabilities.heartbeat_fields(),
         }, ttl=self.options.heartbeat_interval * 3)

@@ -115,6 +115,7 @@ class TushareDataset(Plugin):
     default_timeout_seconds = 3600
     groups = ("tushare",)
     schedule = "daily"
+    requires = ("tushare_token", "warehouse")
 
     # ------------------------------------------------------------ plumbing
     def client(self) -> TushareClient:
