@@ -126,7 +126,7 @@ async def list_tasks(
 async def list_executions(
     queue: TaskQueue,
     *,
-    status: str | None = None,
+    status: str | Collection[str] | None = None,
     trigger_types: Collection[str] = (),
     group: str | None = None,
     since_ms: int | None = None,
@@ -134,21 +134,22 @@ async def list_executions(
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[Execution]:
-    """A page of executions, newest first (by creation), filtered by status, trigger
-    type (any of ``trigger_types``), group name and creation time (``since_ms``
-    inclusive, ``until_ms`` exclusive), from the execution index."""
+    """A page of executions, newest first (by creation), filtered by status (one, or
+    any of several), trigger type (any of ``trigger_types``), group name and creation
+    time (``since_ms`` inclusive, ``until_ms`` exclusive), from the execution index."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-    if status is not None:
+    statuses = frozenset([status] if isinstance(status, str) else status or ())
+    for one in statuses:
         try:
-            ExecutionStatus(status)
+            ExecutionStatus(one)
         except ValueError:
             names = ", ".join(s.value for s in ExecutionStatus)
-            raise InvalidInput(f"status {status!r} must be one of {names}") from None
+            raise InvalidInput(f"status {one!r} must be one of {names}") from None
     wanted = frozenset(trigger_types)
 
     def keep(e: Execution) -> bool:
-        return ((not status or e.status == status)
+        return ((not statuses or e.status in statuses)
                 and (not wanted or e.trigger_type in wanted)
                 and (group is None or e.group_name == group))
 

@@ -71,6 +71,19 @@ def test_discover_maps_every_attribute(sds: Any) -> None:
     assert daily.optional_dependencies == ()
     assert daily.schedule == "daily"  # its unified scheduler ignores the plugin's time
     assert daily.groups == ("stock_datasource",)
+    # what the sidecar shows of it: this stand-in has no category, role or schema
+    assert (daily.category, daily.role, daily.table_schema) == ("", "", None)
+    assert daily.config["schedule"] == {"frequency": "daily", "time": "18:30"}
+    daily.original.get_schema = lambda: {"table_name": "ods_daily", "columns": []}
+    assert daily.table_schema == {"table_name": "ods_daily", "columns": []}
+
+    def broken() -> dict[str, Any]:
+        raise OSError("schema.json: permission denied")
+
+    daily.original.get_schema = broken
+    with capture_logs() as logs:
+        assert daily.table_schema is None
+    assert _events(logs, "plugins.adapter_schema_failed")[0]["plugin"] == "tushare_daily"
 
     adj = plugins["tushare_adj_factor"]
     assert adj.description == "adjustment factors"  # from config.json

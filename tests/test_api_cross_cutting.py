@@ -15,6 +15,7 @@ import redis
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
+from app.api.compat import ROUTES as DATAMANAGE
 from app.api.routes import ROUTES
 from app.settings import Settings
 from tests.api_support import V1, assert_error_shape, body_of, fails, ok, serve, submit
@@ -204,7 +205,9 @@ async def test_openapi_document(api: TestClient[Any, Any]) -> None:
         assert route.path in doc["paths"], route.path
         assert route.method.lower() in doc["paths"][route.path], (route.method, route.path)
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    assert listed == {(r.method, r.path) for r in ROUTES}
+    assert listed == {(r.method, r.path) for r in (*ROUTES, *DATAMANAGE)}
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
     expected = {"POST /api/v1/tasks", "GET /api/v1/tasks", "GET /api/v1/tasks/{task_id}",
                 "POST /api/v1/tasks/{task_id}/cancel", "POST /api/v1/tasks/{task_id}/retry",
                 "POST /api/v1/executions", "GET /api/v1/executions/{execution_id}",

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.api.compat import ROUTES as DATAMANAGE
 from app.api.openapi import document
 from app.api.reference import COMMAND, render
-from app.api.routes import ROUTES
+from app.api.routes import ROUTES as NATIVE
+
+ROUTES = (*NATIVE, *DATAMANAGE)
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "api-reference.md"

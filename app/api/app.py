@@ -1,10 +1,12 @@
 """The HTTP sidecar: an aiohttp application factory.
 
 ``create_app(settings)`` builds the application used by ``stockq api`` (and later by
-``stockq run``).  One route table (:data:`app.api.routes.ROUTES`) registers the
-handlers and generates ``/openapi.json``.  Middlewares, outermost first: access log
-with a request id, CORS when configured (so error responses carry its headers too),
-JSON errors, the guard (cross-origin changes refused, bearer-token auth on ``/api/v1``,
+``stockq run``).  One route table (:data:`app.api.routes.ROUTES`, with the routes of
+stock_datasource's data-management API that stockq serves, :data:`app.api.compat.ROUTES`)
+registers the handlers and generates ``/openapi.json``.  Middlewares, outermost first:
+access log with a request id, CORS when configured (so error responses carry its headers
+too), JSON errors, FastAPI's error shape under ``/api/datamanage``, the guard
+(cross-origin changes refused, bearer-token auth on ``/api/v1`` and ``/api/datamanage``,
 JSON bodies only on changes).
 """
 
@@ -39,6 +41,7 @@ CLIENT = web.AppKey("client", aioredis.Redis)
 STARTED = web.AppKey("started", float)
 WAREHOUSE = web.AppKey("warehouse", Warehouse)
 SANDBOX = web.AppKey("sandbox", QuerySandbox)  # POST /api/v1/query, with a warehouse
+ROUTE_TABLE = web.AppKey("route_table", tuple)  # every Route the app serves (/openapi.json)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/api/v1"
@@ -118,7 +121,7 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
     return response
 
 
@@ -145,10 +148,12 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
                warehouse: Warehouse | None = None) -> web.Application:
     """The sidecar application (routes, middlewares, Redis client on start-up).  The
     warehouse, when given, answers ``POST /api/v1/query``; its owner closes it."""
+    from app.api import compat
     from app.api.routes import ROUTES
 
     check_token(settings.api_token)
-    app = web.Application(middlewares=[access_log, cors, errors, guard(settings)],
+    app = web.Application(middlewares=[access_log, cors, errors, compat.detail_errors,
+                                       guard(settings)],
                           client_max_size=settings.api_max_body)
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else PluginRegistry.from_settings(settings)
@@ -156,8 +161,10 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
         app[WAREHOUSE] = warehouse
         app[SANDBOX] = QuerySandbox(warehouse.url, settings)
         app.on_shutdown.append(_close_sandbox)  # before in-flight requests are awaited
-    for route in ROUTES:
+    app[ROUTE_TABLE] = (*ROUTES, *compat.ROUTES)
+    for route in app[ROUTE_TABLE]:
         app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_route("*", compat.PREFIX + "/{tail:.*}", compat.not_served)
     if settings.api_cors_origins:
         app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
     app.on_startup.append(_start)

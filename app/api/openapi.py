@@ -3,6 +3,7 @@ validate with (there is no hand-kept copy to drift)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.api.models import ERROR
@@ -24,10 +25,15 @@ def _ref(model: Model) -> dict[str, str]:
 def document(routes: Any) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {ERROR.name: ERROR.json_schema()}
+    seen: set[str] = set()
     for route in routes:
+        op_id = route.handler.__name__
+        if op_id in seen:  # a handler serving several routes, or a name taken already
+            op_id = re.sub(r"\W+", "_", f"{route.method.lower()}{route.path}").strip("_")
+        seen.add(op_id)
         op: dict[str, Any] = {
             "summary": route.summary,
-            "operationId": route.handler.__name__,
+            "operationId": op_id,
             "tags": [route.tag],
             "responses": {},
         }
@@ -57,7 +63,7 @@ def document(routes: Any) -> dict[str, Any]:
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": _ref(ERROR)}},
             }
-        if route.path.startswith("/api/v1"):
+        if route.path.startswith(("/api/v1", "/api/datamanage")):
             op["security"] = [{"bearer": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {

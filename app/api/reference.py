@@ -3,9 +3,10 @@
     .venv/bin/python -m app.api.reference > docs/api-reference.md
 
 The document is the one ``GET /openapi.json`` serves (:func:`app.api.openapi.document`
-over :data:`app.api.routes.ROUTES`), so the reference describes exactly the routes and
-models the handlers validate with; ``tests/test_reference.py`` fails when the committed
-file differs from what this module prints.
+over :data:`app.api.routes.ROUTES` and :data:`app.api.compat.ROUTES`), so the
+reference describes exactly the routes and models the handlers validate with;
+``tests/test_reference.py`` fails when the committed file differs from what this module
+prints.
 """
 
 from __future__ import annotations
@@ -70,8 +71,14 @@ def _constraints(schema: dict[str, Any]) -> str:
             out.append(f"min {_number(variant['minimum'])}")
         if "maximum" in variant:
             out.append(f"max {_number(variant['maximum'])}")
+        if "minLength" in variant:
+            out.append(f"at least {_number(variant['minLength'])} characters")
         if "maxLength" in variant:
             out.append(f"at most {_number(variant['maxLength'])} characters")
+        if "pattern" in variant:
+            out.append(f"matches `{variant['pattern']}`")
+        if "minItems" in variant:
+            out.append(f"at least {_number(variant['minItems'])} items")
         if "maxItems" in variant:
             out.append(f"at most {_number(variant['maxItems'])} items")
     return "; ".join(out)
@@ -215,13 +222,14 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from app.api.compat import ROUTES as DATAMANAGE
     from app.api.openapi import document
     from app.api.routes import ROUTES
 
     out = sys.stdout
     if isinstance(out, io.TextIOWrapper):
         out.reconfigure(encoding="utf-8", newline="\n")
-    out.write(render(document(ROUTES)))
+    out.write(render(document((*ROUTES, *DATAMANAGE))))
 
 
 if __name__ == "__main__":

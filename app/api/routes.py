@@ -12,7 +12,15 @@ from typing import Any
 from aiohttp import web
 
 from app import queries
-from app.api.app import REGISTRY, SANDBOX, SETTINGS, WAREHOUSE, jsonable, queue_of
+from app.api.app import (
+    REGISTRY,
+    ROUTE_TABLE,
+    SANDBOX,
+    SETTINGS,
+    WAREHOUSE,
+    jsonable,
+    queue_of,
+)
 from app.api.models import (
     EXECUTION,
     EXECUTION_LIST,
@@ -307,7 +315,7 @@ async def history(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     from app.api.openapi import document
 
-    return jsonable(document(ROUTES))
+    return jsonable(document(request.app[ROUTE_TABLE]))
 
 
 async def health(request: web.Request) -> web.Response:

@@ -35,6 +35,8 @@ JSON_TYPE = "application/json"
 SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data",
                           "text/plain"})
 API_PREFIX = "/api/v1"
+# what the bearer token guards: the API, and stock_datasource's routes stockq serves
+TOKEN_PREFIXES = (API_PREFIX, "/api/datamanage")
 
 
 def is_loopback(host: str) -> bool:
@@ -103,7 +105,8 @@ def guard(settings: Settings) -> Middleware:
        sidecar's own (scheme://Host of the request) nor listed in
        STOCKQ_API_CORS_ORIGINS is refused (403 ``cross_origin_refused``): a web page
        on another site cannot drive the API through the operator's browser;
-    2. with STOCKQ_API_TOKEN set, ``/api/v1`` needs ``Authorization: Bearer <token>``
+    2. with STOCKQ_API_TOKEN set, ``/api/v1`` and ``/api/datamanage`` need
+       ``Authorization: Bearer <token>``
        (the scheme in any case, RFC 7235; the token compared in constant time);
     3. a change with a body needs ``Content-Type: application/json`` (415
        ``unsupported_media_type``), a type no page can send cross-site without a CORS
@@ -127,7 +130,7 @@ def guard(settings: Settings) -> Middleware:
                         403, "cross_origin_refused",
                         f"cross-origin request refused: Origin {origin[:200]!r} is neither "
                         f"this sidecar ({own[:200]}) nor listed in STOCKQ_API_CORS_ORIGINS")
-        if token and request.method != "OPTIONS" and request.path.startswith(API_PREFIX):
+        if token and request.method != "OPTIONS" and request.path.startswith(TOKEN_PREFIXES):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             matches = hmac.compare_digest(
                 given.lstrip(" ").encode("utf-8", "surrogateescape"), token)

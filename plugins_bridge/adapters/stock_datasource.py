@@ -29,7 +29,10 @@ Mapping (``config`` is the plugin's config.json), each as stock_datasource behav
   (``weekly``/``monthly``: stockq's ``weekly_sync``/``monthly_sync``), whatever the
   plugin's own time or day; ``realtime`` plugins are not scheduled;
 * arguments of each task type: :mod:`plugins_bridge.adapters.sds_plan` (``plan_runs``);
-* ``groups``: ``("stock_datasource",)``.
+* ``groups``: ``("stock_datasource",)``;
+* what the sidecar shows of a plugin (its data-management routes): ``category`` and
+  ``role`` (``get_category()``, ``get_role()``), ``version``, ``config`` (config.json),
+  ``table_schema`` (``get_schema()``: schema.json, read when first asked for).
 """
 
 from __future__ import annotations
@@ -110,11 +113,16 @@ class AdaptedPlugin:
     def __init__(self, original: Any, *, name: str, description: str = "",
                  version: str = "", rate_limit_per_minute: int | None = None,
                  dependencies: Iterable[str] = (), optional_dependencies: Iterable[str] = (),
-                 schedule: str | None = None, planner: Planner | None = None) -> None:
+                 schedule: str | None = None, planner: Planner | None = None,
+                 category: str = "", role: str = "",
+                 config: Mapping[str, Any] | None = None) -> None:
         self.original = original
         self.name = name
         self.description = description
         self.version = version
+        self.category = category
+        self.role = role
+        self.config: dict[str, Any] = dict(config or {})
         self.default_timeout_seconds = TIMEOUT_SECONDS
         self.task_timeouts = {"full": LONG_TIMEOUT_SECONDS, "backfill": LONG_TIMEOUT_SECONDS}
         self.default_max_attempts = MAX_ATTEMPTS
@@ -124,6 +132,18 @@ class AdaptedPlugin:
         self.schedule = schedule
         self.planner = planner or Planner(name, detect_style(name, {}), MARKET_CN,
                                           FULL_SYNC_DAYS, Calendar())
+
+    @property
+    def table_schema(self) -> dict[str, Any] | None:
+        """The original's ``get_schema()`` (its table: name, columns, keys, engine), or
+        None when it has none or cannot give it."""
+        try:
+            schema = _call(self.original, "get_schema")
+        except Exception as exc:  # its schema.json, read on first use: tell, go on
+            log.warning("plugins.adapter_schema_failed", adapter=PACKAGE, plugin=self.name,
+                        error=str(exc)[:300])
+            return None
+        return dict(schema) if isinstance(schema, Mapping) else None
 
     def plan_runs(self, task: TaskContext) -> RunPlan:
         """The ``run()`` calls of ``task`` (:mod:`plugins_bridge.adapters.sds_plan`)."""
@@ -266,6 +286,7 @@ def adapt(original: Any, calendar: Calendar | None = None) -> AdaptedPlugin | No
     description = _text(getattr(original, "description", "")) or _text(config.get("description"))
     rate = _call(original, "get_rate_limit")
     category = getattr(_call(original, "get_category"), "value", "")
+    role = getattr(_call(original, "get_role"), "value", "")
     full_days = _count(name, "full_sync_days", config.get("full_sync_days")) \
         if config.get("full_sync_days") is not None else None
     planner = Planner(name, detect_style(name, config),
@@ -283,7 +304,7 @@ def adapt(original: Any, calendar: Calendar | None = None) -> AdaptedPlugin | No
                                    config.get("dependencies")]),
         optional_dependencies=_names(name, [_call(original, "get_optional_dependencies")]),
         schedule=map_schedule(schedule_source, name),
-        planner=planner,
+        planner=planner, category=_text(category), role=_text(role), config=config,
     )
 
 
