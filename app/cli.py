@@ -12,7 +12,8 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, TextIO
 
 from app import queries
 from app.daemon_commands import add_parsers as add_daemon_parsers
@@ -127,15 +128,19 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQu
     )
     task_id, created = await queue.enqueue(spec)
     task = await queue.get(task_id)
+    # with --json, stdout holds the JSON only (the task, or with --wait the task as it
+    # ended); what --wait says on the way goes to stderr
+    said = sys.stderr if args.json else sys.stdout
     if args.json and not args.wait:
         _print_json({**task.to_dict(), "created": created})
     elif created:
-        print(f"submitted {task_id} ({spec.plugin_name}, {spec.task_type.value})")
+        print(f"submitted {task_id} ({spec.plugin_name}, {spec.task_type.value})", file=said)
     else:
-        print(f"already queued: {task_id} is {task.status.value} with the same work")
+        print(f"already queued: {task_id} is {task.status.value} with the same work",
+              file=said)
     if not args.wait:
         return 0
-    task = await follow(queue, task_id, timeout=args.wait_timeout)
+    task = await follow(queue, task_id, timeout=args.wait_timeout, answer=said)
     if args.json:
         _print_json(task.to_dict())
     return 0 if task.status == TaskStatus.COMPLETED else EXIT_FAILED
@@ -151,7 +156,7 @@ def _progress_line(t: Task) -> str:
 
 
 async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25,
-                 timeout: float | None = None) -> Task:
+                 timeout: float | None = None, answer: TextIO | None = None) -> Task:
     """Show the task's progress on stderr until it ends (a bar on a terminal, a line per
     change otherwise); print how it ended.  While it waits for a worker that no live one
     is, say why at once (and again when that changes); after ``timeout`` seconds stop
@@ -191,7 +196,7 @@ async def follow(queue: TaskQueue, task_id: str, interval: float = 0.25,
     if task.status == TaskStatus.COMPLETED:
         note = task.result.get("message") if isinstance(task.result, dict) else None
         print(f"completed {task_id}: {task.records_processed} records"
-              + (f" ({note})" if note else ""))
+              + (f" ({note})" if note else ""), file=answer or sys.stdout)
     else:
         detail = f" [{task.last_error_type}] {task.error_message}" if task.error_message else ""
         print(f"{task.status.value} {task_id}{detail}", file=sys.stderr)
@@ -230,11 +235,13 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings, queue: TaskQu
 
 
 async def cmd_retry(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
-    new_id = await queue.retry(args.task_id, trigger="retry")
+    new_id = await queue.retry(args.task_id, trigger="retry", from_start=args.from_start)
+    task = await queue.get(new_id)
     if args.json:
-        _print_json((await queue.get(new_id)).to_dict())
+        _print_json(task.to_dict())
     else:
-        print(f"retrying {args.task_id} as new task {new_id}")
+        resume = f", resuming after {task.checkpoint}" if task.checkpoint else ""
+        print(f"retrying {args.task_id} as new task {new_id}{resume}")
     return 0
 
 
@@ -275,6 +282,9 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQue
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockq", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what a one-shot command does on stderr (-vv: debug); "
+                             "long-running commands always log")
     parser.add_argument("--namespace", metavar="NAME",
                         help="the key namespace to work in (default STOCKQ_NAMESPACE, else "
                              "'stock'; `stockq run --demo` uses 'demo')")
@@ -316,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("task_id")
         if name != "cancel":
             p.add_argument("--json", action="store_true")
+        if name == "retry":
+            p.add_argument("--from-start", action="store_true",
+                           help="start again from the first date instead of after the "
+                                "checkpoint of the task retried")
         p.set_defaults(func=func)
 
     p = sub.add_parser("tasks", help="list tasks, newest first")
@@ -353,10 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.namespace is not None:
             use_namespace(args.namespace)
+        if args.verbose:  # one-shot commands log nothing without it
+            base = load_settings()
+            configure_logging(replace(base, log_level="debug" if args.verbose > 1
+                                      else base.log_level))
         if getattr(args, "sync_func", None):
             return int(args.sync_func(args))
         settings = load_settings()
-        configure_logging(settings)
         return asyncio.run(_run_async(args.func, args, settings))
     except StockqError as err:
         print(f"stockq: {err.message}", file=sys.stderr)

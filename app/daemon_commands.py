@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from typing import Any
 
@@ -87,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     host = settings.api_host if args.no_api else _checked_host(args, settings)
     configure_logging(settings)
+    _check_warehouse_free(dataclasses.replace(
+        settings, data_dir=settings.data_dir / "demo", clickhouse_url="")
+        if args.demo else settings)
     fake = None
     if args.demo:
         settings, fake = _start_demo(settings)
@@ -106,6 +110,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             fake.stop()
 
 
+def _check_warehouse_free(settings: Settings) -> None:
+    """Before anything starts: a second `stockq run` on the same data directory gets one
+    line naming the process that holds the embedded ClickHouse (exit 5)."""
+    from plugins_bridge.warehouse import check_not_held, is_embedded, warehouse_url
+
+    url = warehouse_url(settings)
+    if is_embedded(url):
+        check_not_held(url.split("://", 1)[1])
+
+
 EXAMPLE_PLUGINS = "plugins_bridge.examples:EXAMPLES"
 
 
@@ -116,7 +130,6 @@ def _start_demo(settings: Settings) -> tuple[Settings, Any]:
     directory ``STOCKQ_DATA_DIR/demo`` (its own embedded ClickHouse, whatever
     STOCKQ_CLICKHOUSE_URL says); the example plugins (noop, sleep, fail) are loaded too.
     Worker children inherit all of it through the environment."""
-    import dataclasses
     import os
 
     from app.settings import DEMO_NAMESPACE

@@ -3,9 +3,12 @@
 Each check prints ``ok``, ``warn`` or ``FAIL`` with a one-line finding and, when it is
 not ok, the fix.  Exit status 0 when nothing failed (warnings allowed), 1 otherwise.
 Checks: settings, who can reach the sidecar (bind address and token), Redis (reachable,
-version, persistence), ClickHouse (server reachable, or the embedded engine's
-directory), TuShare (reachable through the proxy when one is set, token accepted),
-plugins and schedules."""
+version, persistence), what is alive in the namespace (worker pools, schedulers,
+sidecars: app/doctor_live.py), the plugins the workers could not load or cannot run,
+tasks that wait for a worker none can be, failures of the last 24 hours, the demo
+(``stockq run --demo``: no token needed), ClickHouse (server reachable, or the embedded
+engine's directory and who holds it), TuShare (reachable through the proxy when one is
+set, token accepted), plugins and schedules."""
 
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+from app.doctor_live import Live
 from app.errors import StockqError
 from app.redis_client import create_client, ping
-from app.settings import Settings, load_settings, redact_url
+from app.settings import DEMO_NAMESPACE, Settings, load_settings, redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +69,16 @@ async def check_redis(settings: Settings) -> list[Finding]:
     return out
 
 
-def check_clickhouse(settings: Settings) -> list[Finding]:
+def check_clickhouse(settings: Settings, state: Live | None = None) -> list[Finding]:
     from plugins_bridge.warehouse import Warehouse, is_embedded, warehouse_url
 
     url = warehouse_url(settings)
     if is_embedded(url):
         path = url.split("://", 1)[1]
+        holders = [w for w in (state.workers if state else []) if w.warehouse == url]
+        if holders:
+            return [Finding("clickhouse", "ok", f"embedded engine at {path}, held by `stockq "
+                            f"run` ({holders[0].host} pid {holders[0].pid})")]
         parent = os.path.dirname(path.rstrip("/")) or "/"
         where = path if os.path.isdir(path) else parent
         if not os.access(where, os.W_OK) and os.path.exists(where):
@@ -199,13 +207,65 @@ def check_api(settings: Settings) -> list[Finding]:
     return out
 
 
+async def check_live(settings: Settings) -> tuple[list[Finding], Live | None]:
+    """The namespace's live state (app/doctor_live.py): roles, what the workers run and
+    could not load, tasks nobody can run, recent failures, the demo."""
+    from app.doctor_live import (
+        demo_elsewhere,
+        failures,
+        read_live,
+        roles,
+        waiting,
+        worker_plugins,
+    )
+    from app.queue import TaskQueue
+
+    client = create_client(settings)
+    try:
+        async with TaskQueue(client, settings) as queue:
+            state = await read_live(queue)
+            pending = int(await client.zcard(queue.keys.status_index("pending")))
+            rows = [*roles(state, settings.namespace, pending), *worker_plugins(state),
+                    *await waiting(queue, state), *await failures(queue)]
+            if state.demo:
+                rows.append(("demo", "ok", f"namespace {settings.namespace!r} is the demo's "
+                             "(`stockq run --demo`): TuShare is the bundled fake server, "
+                             "its data stays in its own directory", ""))
+            elif settings.namespace != DEMO_NAMESPACE and await demo_elsewhere(queue):
+                rows.append(("demo", "ok", "a demo daemon (`stockq run --demo`) runs on this "
+                             f"Redis in namespace {DEMO_NAMESPACE!r}, apart from this one",
+                             f"`stockq --namespace {DEMO_NAMESPACE} doctor` checks it"))
+    except StockqError as exc:
+        return [Finding("workers", "fail", exc.message, "")], None
+    finally:
+        await client.aclose()
+    return [Finding(*row) for row in rows], state
+
+
+def check_demo_warehouse(state: Live) -> list[Finding]:
+    held = [w for w in state.workers if w.warehouse]
+    where = held[0].warehouse if held else "its data directory"
+    return [Finding("clickhouse", "ok", f"the demo's embedded engine at {where} (held by "
+                    f"`stockq run --demo`, pid {held[0].pid if held else '?'})")]
+
+
 async def run_checks(settings: Settings) -> list[Finding]:
-    findings = [Finding("settings", "ok", f"time zone {settings.timezone}, data directory "
-                        f"{settings.data_dir}")]
+    findings = [Finding("settings", "ok", f"namespace {settings.namespace!r}, time zone "
+                        f"{settings.timezone}, data directory {settings.data_dir}")]
     findings += check_api(settings)
-    findings += await check_redis(settings)
-    findings += await asyncio.to_thread(check_clickhouse, settings)
-    findings += await asyncio.to_thread(check_tushare, settings)
+    redis_findings = await check_redis(settings)
+    findings += redis_findings
+    state = None
+    if not any(f.level == "fail" for f in redis_findings):
+        live_findings, state = await check_live(settings)
+        findings += live_findings
+    if state is not None and state.demo:
+        findings += check_demo_warehouse(state)
+        findings.append(Finding("tushare", "ok", "the demo uses the bundled fake TuShare "
+                                "server: no token needed"))
+    else:
+        findings += await asyncio.to_thread(check_clickhouse, settings, state)
+        findings += await asyncio.to_thread(check_tushare, settings)
     findings += check_plugins(settings)
     return findings
 

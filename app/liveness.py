@@ -59,6 +59,7 @@ class Beat:
     not_runnable: dict[str, str] = field(default_factory=dict)
     load_error: str = ""
     unavailable: list[dict[str, str]] = field(default_factory=list)
+    warehouse: str = ""  # its ClickHouse (redacted URL), '' for none
     # sidecars
     url: str = ""
 
@@ -74,7 +75,7 @@ class Beat:
             not_runnable=_json(h.get("not_runnable"), {}),
             load_error=h.get("load_error", ""),
             unavailable=_json(h.get("unavailable"), []),
-            url=h.get("url", ""),
+            warehouse=h.get("warehouse", ""), url=h.get("url", ""),
         )
 
     def can_run(self, plugin: str, queue: str = DEFAULT_QUEUE) -> bool:

@@ -8,6 +8,12 @@ through the settings' :class:`app.redaction.Redactor` (stored secrets, URL passw
 Records of the standard library's ``logging`` that reach stderr (last-resort handler,
 root handlers) are redacted the same way.
 
+Until a process configures logging (every long-running command does; a one-shot CLI
+command only with ``-v``), stockq's events go to the standard library's loggers
+``stockq.<component>``, under a ``NullHandler``: stockq used as a library
+(``app.producer.Producer`` in a web application) prints nothing unless that
+application configures logging (structlog, or ``logging`` handlers of its own).
+
 The worker logs two lines per task, so the JSON path is kept cheap: one processor adds
 the level and the timestamp, redacts, formats an exception and renders (instead of a
 chain of five), the encoder is built once, the redactor's search is a few substring
@@ -33,6 +39,7 @@ from app.settings import Settings
 
 _configured = False
 _SECRET_KEYS = ("token", "password", "secret", "authorization", "api_key")
+logging.getLogger("stockq").addHandler(logging.NullHandler())  # a library prints nothing
 
 
 _verdicts: dict[str, bool] = {}
@@ -244,6 +251,53 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
     _configured = True
 
 
+class _StdlibEvents:
+    """What a :class:`_Logger` writes to before logging is configured: the standard
+    library's logger ``stockq.<component>`` (silent unless the application configures
+    ``logging``), one ``event key=value ...`` message per event."""
+
+    _loggers: dict[str, _StdlibEvents] = {}
+
+    def __init__(self, component: str) -> None:
+        self._log = logging.getLogger(component if component.startswith("stockq")
+                                      else f"stockq.{component}")
+
+    @classmethod
+    def get(cls, component: str) -> _StdlibEvents:
+        found = cls._loggers.get(component)
+        if found is None:
+            found = cls._loggers[component] = cls(component)
+        return found
+
+    def is_enabled_for(self, level: int) -> bool:
+        return self._log.isEnabledFor(level)
+
+    def _emit(self, level: int, event: str, kw: dict[str, Any], exc_info: bool = False
+              ) -> None:
+        if self._log.isEnabledFor(level):
+            fields = " ".join(f"{k}={'***' if _is_secret(k) else v!r}"
+                              for k, v in kw.items())
+            self._log.log(level, f"{event} {fields}".strip(), exc_info=exc_info)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._emit(logging.DEBUG, event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit(logging.INFO, event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit(logging.WARNING, event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit(logging.ERROR, event, kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._emit(logging.ERROR, event, kw, exc_info=True)
+
+    def bind(self, **kw: Any) -> _StdlibEvents:
+        return self
+
+
 class _Logger:
     """A structlog logger tagged ``component=name``, bound at first use and bound again
     whenever structlog was configured since (so the configuration done later at
@@ -259,6 +313,8 @@ class _Logger:
         self._factory: Any = None
 
     def _logger(self) -> Any:
+        if not structlog.is_configured():  # nobody configured logging: the stdlib's
+            return _StdlibEvents.get(self._component)
         config = structlog.get_config()
         if (self._bound is None or config["processors"] is not self._processors
                 or config["logger_factory"] is not self._factory):
@@ -292,6 +348,8 @@ class _Logger:
         bound = self._logger()
         if not bound.is_enabled_for(_LEVEL_NUMBERS[method]):
             return None
+        if isinstance(bound, _StdlibEvents):
+            return lambda: getattr(bound, method)(event, **kw)
         try:
             args, kwargs = bound._process_event(method, event, kw)
         except structlog.DropEvent:

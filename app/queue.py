@@ -215,13 +215,18 @@ class TaskQueue:
                       task_id=task_id, reason=reason)
         return outcome
 
-    async def retry(self, task_id: str, *, trigger: str = "retry") -> str:
-        """Manual retry: a new task (new id, ``retry_of`` link) for a failed/cancelled one."""
-        return (await self.retry_many([task_id], trigger=trigger))[0]
+    async def retry(self, task_id: str, *, trigger: str = "retry",
+                    from_start: bool = False) -> str:
+        """Manual retry: a new task (new id, ``retry_of`` link) for a failed/cancelled one.
+        It resumes after the old task's checkpoint (a date-by-date task goes on from the
+        day after the last one it finished) unless ``from_start``."""
+        return (await self.retry_many([task_id], trigger=trigger, from_start=from_start))[0]
 
-    async def retry_many(self, task_ids: list[str], *, trigger: str = "retry") -> list[str]:
-        """Retry several ended tasks in one step, keeping dependencies among them."""
-        args: list[Any] = [trigger]
+    async def retry_many(self, task_ids: list[str], *, trigger: str = "retry",
+                         from_start: bool = False) -> list[str]:
+        """Retry several ended tasks in one step, keeping dependencies among them (each
+        resumes after its checkpoint unless ``from_start``)."""
+        args: list[Any] = [trigger, "restart" if from_start else "resume"]
         for old in task_ids:
             args += [old, new_id()]
         new_ids = [str(x) for x in await self.run("retry", [], args)]

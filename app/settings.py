@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +26,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HH_MM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 DEMO_NAMESPACE = "demo"  # `stockq run --demo` (and its data under STOCKQ_DATA_DIR/demo)
 
 
@@ -146,6 +149,9 @@ class Settings:
     catch_up_window_seconds: float = 24 * 3600.0
     schedule_grace_seconds: float = 60.0
     calendar_exchange: str = "SSE"
+    # when a trading day's data is published (in `timezone`): before it, "the latest
+    # trading day" of a manual sync or a dateless incremental task is the one before
+    data_ready_time: str = "17:00"
 
     @property
     def no_proxy_hosts(self) -> tuple[str, ...]:
@@ -165,6 +171,17 @@ class Settings:
     @property
     def redis_url_redacted(self) -> str:
         return redact_url(self.redis_url)
+
+    def data_day(self, now: float | None = None) -> date:
+        """The latest calendar day whose data is published at ``now`` (epoch s; default
+        the present), in the configured time zone: today once ``data_ready_time`` has
+        passed, else yesterday.  (The latest *trading* day is the latest open day on or
+        before it.)"""
+        moment = datetime.fromtimestamp(time.time() if now is None else now,
+                                        ZoneInfo(self.timezone))
+        hour, minute = (int(p) for p in self.data_ready_time.split(":"))
+        ready = moment.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        return moment.date() if moment >= ready else moment.date() - timedelta(days=1)
 
     @property
     def namespace(self) -> str:
@@ -335,6 +352,12 @@ def _scheduler_values(env: Mapping[str, str]) -> dict[str, object]:
         hours = _number("STOCKQ_CATCH_UP_WINDOW_HOURS", env["STOCKQ_CATCH_UP_WINDOW_HOURS"],
                         float, 0)
         values["catch_up_window_seconds"] = hours * 3600
+    ready = env.get("STOCKQ_DATA_READY_TIME", "").strip()
+    if ready:
+        if not _HH_MM.fullmatch(ready):
+            raise ConfigError(f"STOCKQ_DATA_READY_TIME={ready!r} must be a time of day, HH:MM "
+                              "(24 h, in STOCKQ_TIMEZONE), e.g. 17:00")
+        values["data_ready_time"] = ready
     exchange = env.get("STOCKQ_CALENDAR_EXCHANGE", "").strip().upper()
     if exchange:
         if not exchange.isalnum():

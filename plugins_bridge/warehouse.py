@@ -21,6 +21,8 @@ an embedded data directory, so only ``stockq run`` opens it; see :func:`open_war
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -193,6 +195,8 @@ class Warehouse:
         if self.embedded and not url.split("://", 1)[1].startswith("/"):
             raise ConfigError(f"STOCKQ_CLICKHOUSE_URL={url!r}: the embedded engine needs an "
                               "absolute path (chdb:///abs/path)")
+        if self.embedded:
+            check_not_held(url.split("://", 1)[1])
         options: dict[str, Any] = {} if self.embedded else {
             "connect_timeout": 5, "send_receive_timeout": 300}
 
@@ -331,6 +335,54 @@ def jsonable(value: Any) -> Any:
 def short_error(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500] or type(exc).__name__
+
+
+def embedded_holder(path: str) -> tuple[int, str] | None:
+    """``(pid, command line)`` of the process holding the embedded engine at ``path``
+    (its ``status`` file is locked; pid 0 when unknown), or None when it is free."""
+    status = os.path.join(path, "status")
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None  # never opened, or not readable: the engine says why when it opens
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+    pid, command = 0, ""
+    try:
+        with open(status, encoding="utf-8", errors="replace") as fh:
+            found = re.search(r"^PID: (\d+)", fh.read(), re.MULTILINE)
+        pid = int(found.group(1)) if found else 0
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (OSError, ValueError):
+        pass
+    return pid, command
+
+
+def check_not_held(path: str) -> None:
+    """ConfigError (exit 5, one line) when another process holds the embedded engine at
+    ``path`` (chdb would print its own ``Code: 76 ... Cannot lock file`` and fail)."""
+    holder = embedded_holder(path)
+    if holder is None:
+        return
+    pid, command = holder
+    who = "another process"
+    if pid:
+        what = "`stockq run`" if re.search(r"(stockq|app\.cli)\b.*\brun\b", command) \
+            else (command[:60] or "a process")
+        who = f"{what} (pid {pid})"
+    raise ConfigError(f"the embedded ClickHouse at {path} is in use by {who}: one process "
+                      "at a time can open it. Stop that one, or give this one another "
+                      "STOCKQ_DATA_DIR (or a ClickHouse server in STOCKQ_CLICKHOUSE_URL)")
 
 
 def open_warehouse(settings: Settings, *, embedded_allowed: bool) -> Warehouse | None:

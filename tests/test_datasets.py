@@ -5,8 +5,10 @@ full history, per-date progress."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -68,8 +70,45 @@ def test_incremental_fills_every_trading_day_since_the_last_loaded(env: tuple[Fa
                           "2026-11-26", "2026-11-27"]
     assert [m["checkpoint"] for m in sent] == ["20261123", "20261124", "20261125",
                                                "20261126", "20261127"]
-    result, _ = run(Daily(), "incremental", trade_date="20261127")  # nothing new
+    fake.calls.clear()
+    result, _ = run(Daily(), "incremental", trade_date="20261127")  # named: loaded again
+    assert daily_dates(fake) == ["20261127"] and result["steps"]["load"]["total_records"] == 20
+    assert wh.fetch("SELECT count() FROM ods_daily FINAL")["rows"] == [[120]]  # no duplicate
+
+
+def test_a_task_that_names_a_date_loads_it_though_later_days_are_loaded(
+        env: tuple[FakeTushare, Warehouse]) -> None:
+    """`stockq submit tushare_daily --date 20261120` after 20261127 was loaded: that day
+    is loaded (it used to complete with 0 records)."""
+    fake, wh = env
+    run(Daily(), "incremental", trade_date="20261127")
+    fake.calls.clear()
+    result, _ = run(Daily(), "incremental", trade_date="20261120")
+    assert daily_dates(fake) == ["20261120"]
+    assert result["steps"]["load"]["total_records"] == 20
+    assert loaded(wh) == ["2026-11-20", "2026-11-27"]
+
+
+def test_nothing_to_do_is_said_in_words(env: tuple[FakeTushare, Warehouse],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, wh = env
+    result, _ = run(Daily(), "incremental", trade_date="20261128")  # a Saturday
     assert result["steps"]["load"]["total_records"] == 0
+    assert result["message"] == "2026-11-28 is not a trading day (SSE)"
+    # a dateless incremental task when the table is up to date: the latest trading day
+    # whose data is out (a Monday before 17:00 Asia/Shanghai: the Friday before)
+    monday_morning = datetime(2026, 11, 30, 2, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
+    monkeypatch.setattr(datasets, "clock", monday_morning.timestamp)
+    result, _ = run(Daily(), "incremental")
+    assert daily_dates(fake) == ["20261127"]  # the Friday, not the Monday
+    fake.calls.clear()
+    result, _ = run(Daily(), "incremental")
+    assert daily_dates(fake) == []
+    assert result["steps"]["load"]["total_records"] == 0
+    assert result["message"] == ("ods_daily already holds 2026-11-27; the latest trading "
+                                 "day whose data is out is 2026-11-27")
+    result, _ = run(Daily(), "backfill", start_date="20261128", end_date="20261129")
+    assert result["message"] == "no trading day (SSE) from 2026-11-28 to 2026-11-29"
 
 
 def test_a_range_backfill_reports_per_date_and_resumes_after_its_checkpoint(

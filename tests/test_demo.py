@@ -4,6 +4,8 @@ fake TuShare's data into the embedded ClickHouse and leaves an audit history."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import redis
 
 from app.local_redis import free_port
+from tests.conftest import ROOT
 from tests.workers import WorkerProcess, wait_until, worker_env
 
 
@@ -88,6 +91,26 @@ def test_the_demo_runs_a_daily_sync_into_clickhouse_and_the_history(redis_url: s
         assert example.events("task.started") == []
         assert {e["plugin"] for e in proc.events("task.started")} >= {
             "tushare_daily", "tushare_stock_basic"}
+        # the doctor knows the demo: no token to set, its roles alive, its warehouse
+        doctor = subprocess.run(
+            [sys.executable, "-m", "app.cli", "--namespace", "demo", "doctor", "--json"],
+            env={**env, "STOCKQ_API_PORT": str(port)}, cwd=ROOT, capture_output=True,
+            text=True, timeout=60)
+        found = {(f["check"], f["level"]): f["detail"] for f in json.loads(doctor.stdout)}
+        assert doctor.returncode == 0, doctor.stdout
+        assert found[("tushare", "ok")] == "the demo uses the bundled fake TuShare server: " \
+                                          "no token needed"
+        assert ("demo", "ok") in found and ("workers", "ok") in found
+        assert ("scheduler", "ok") in found and ("sidecar", "ok") in found
+        assert str(data / "demo" / "clickhouse") in found[("clickhouse", "ok")]
+        # only the README's example worker lacks a token (and says so), not the demo
+        assert [detail for (check, _), detail in found.items() if "TUSHARE_TOKEN" in detail
+                ] == [found[("plugins", "warn")]]
+        assert f"pid {example.pid} does not run tushare_" in found[("plugins", "warn")]
+        beside = subprocess.run([sys.executable, "-m", "app.cli", "doctor", "--json"],
+                                env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [demo] = [f for f in json.loads(beside.stdout) if f["check"] == "demo"]
+        assert "runs on this Redis in namespace 'demo'" in demo["detail"]
         # nothing of the demo in the user's namespace or data directory
         assert r.keys("stock:*") == []
         assert not (data / "clickhouse").exists() and (data / "demo" / "clickhouse").is_dir()

@@ -3,16 +3,20 @@
 -- gets retried_by=<new id>.  A new task joins its old task's execution, which reopens
 -- (the old task stops counting as failed/cancelled).  Dependencies between tasks
 -- retried together are kept (mapped to the new ids); dependencies on tasks outside
--- the call are treated as met.
+-- the call are treated as met.  A task that ended after a checkpoint (the last date a
+-- date-by-date task finished) resumes after it: the new task starts with the old one's
+-- checkpoint and records (unless ARGV[5] is 'restart': then from the beginning).
 --
 -- KEYS[1..FIXED]  fixed keys (app/keys.py)
 -- ARGV[1..3]   prefix, now_ms, now_iso
 -- ARGV[4]      trigger recorded on the new tasks (e.g. 'retry')
--- ARGV[5..]    pairs: old task id, new task id
+-- ARGV[5]      'resume' (after the old task's checkpoint) or 'restart'
+-- ARGV[6..]    pairs: old task id, new task id
 -- Returns      list of new task ids (in argument order)
 
 local pairs_list, map = {}, {}
-for i = 5, #ARGV, 2 do
+local resume = ARGV[5] ~= 'restart'
+for i = 6, #ARGV, 2 do
     local old, new = ARGV[i], ARGV[i + 1]
     local t = redis.call('HMGET', k_task(old), 'status', 'retried_by')
     if not t[1] then
@@ -73,6 +77,13 @@ for _, item in ipairs(pairs_list) do
         exec_id = ''
     end
     create_task(spec, exec_id)
+    if resume then
+        local c = redis.call('HMGET', okey, 'checkpoint', 'records_processed')
+        if c[1] and c[1] ~= '' then
+            redis.call('HSET', k_task(new), 'checkpoint', c[1], 'records_processed',
+                c[2] or '0')
+        end
+    end
     redis.call('HSET', okey, 'retried_by', new)
     created[#created + 1] = {new, deps, prio_of(spec['priority'])}
 end

@@ -236,20 +236,25 @@ class ScheduleService:
                      trigger=trigger, scheduler=self.scheduler_id)
             await self._record(job, slot, fire)
             return fire
-        trade_day = day.day if day.trading else \
-            await self.calendar.latest_trading_day(slot.date())
+        # the slot's day when its data is out by then (the default 18:00 slot), else the
+        # latest trading day before it whose data is (a slot before STOCKQ_DATA_READY_TIME)
+        published = self.settings.data_day(slot.timestamp())
+        trade_day = day.day if day.trading and day.day <= published else \
+            await self.calendar.latest_trading_day(min(slot.date(), published))
         eid = str(uuid.uuid5(_ID_NAMESPACE, f"{self.settings.key_prefix}|{job.name}|{ts}"))
         fire = await self._enqueue(job, slot, trigger, trade_day.strftime("%Y%m%d"), eid)
         await self._record(job, slot, fire)
         return fire
 
     async def run_now(self, name: str) -> Fire:
-        """A manual run: the job's plugins for the latest trading day, now (also while
-        the schedule is disabled: the operator asked for it)."""
+        """A manual run: the job's plugins for the latest trading day whose data is
+        published (today after STOCKQ_DATA_READY_TIME, 17:00, if it is a trading day;
+        otherwise the trading day before), now (also while the schedule is disabled: the
+        operator asked for it)."""
         await self.refresh()
         job = find_job(self.jobs, name)
         now = self._local(job, self.clock())
-        day = await self.calendar.latest_trading_day(now.date())
+        day = await self.calendar.latest_trading_day(self.settings.data_day(self.clock()))
         fire = await self._enqueue(job, now, "manual", day.strftime("%Y%m%d"), new_id())
         await self._record(job, now, fire, mode="manual")
         if fire.outcome == "failed":

@@ -505,5 +505,7 @@ class Supervisor:
             "processed": self.processed,
             "started_at": iso_time(self.started_at),
             "demo": "1" if self.settings.demo else "",
+            "warehouse": self.services.warehouse.url_redacted
+            if self.services.warehouse is not None else "",
             **self.capabilities.heartbeat_fields(),
         }, ttl=self.options.heartbeat_interval * 3)

@@ -11,10 +11,13 @@
 Task types (the ``task_type`` of the task):
 
 * ``incremental`` — for a by-trade-date plugin, every trading day after the last one in
-  its table up to the target day (the task's date, else the latest trading day), at most
-  :data:`MAX_INCREMENTAL_DAYS`; just the target day when the table is empty.  The
-  calendar loads the years of the task's dates (this year without dates) and the next;
-  the stock list loads all of it, once per task whatever its dates;
+  its table up to the target day (the task's date, else the latest trading day whose
+  data is published: ``STOCKQ_DATA_READY_TIME``), at most :data:`MAX_INCREMENTAL_DAYS`;
+  the target day itself always (a task that names a date loads that date, also when the
+  table holds later days); when there is nothing to load the result says why in words
+  (``ods_daily already holds 2026-12-04, the latest trading day``).  The calendar loads
+  the years of the task's dates (this year without dates) and the next; the stock list
+  loads all of it, once per task whatever its dates;
 * ``backfill`` — the task's dates or its ``start_date``–``end_date`` range, trading days
   only, one date at a time with progress and a checkpoint (a retry resumes after it);
 * ``full`` — everything the API has: by-trade-date plugins from the dataset's first day
@@ -28,6 +31,7 @@ Every TuShare call first waits for the shared per-token, per-API quota
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -95,6 +99,7 @@ class _Calendar:
 
 
 _calendar = _Calendar()
+clock: Callable[[], float] = time.time  # "now" for the latest trading day (tests step it)
 
 
 def _settings() -> Any:
@@ -145,7 +150,10 @@ class TushareDataset(Plugin):
                 return success(self._load_all(client))
             if self.style == "range":
                 return success(self._load_range(client, task_type, params))
-            return success(self._load_days(client, task_type, params, ctx))
+            days, why = self._days(client, task_type, params)
+            if not days:
+                return success(0, message=why)
+            return success(self._load_days(client, days, params, ctx))
 
     def _load_all(self, client: TushareClient) -> int:
         return sum(self.load(self.fetch(client, list_status=status)) for status in "LDP")
@@ -170,9 +178,8 @@ class TushareDataset(Plugin):
             progress.report_progress(100.0 * i / len(years), loaded, str(year))
         return loaded
 
-    def _load_days(self, client: TushareClient, task_type: str, params: dict[str, Any],
-                   ctx: progress.TaskContext | None) -> int:
-        days = self._days(client, task_type, params)
+    def _load_days(self, client: TushareClient, days: list[date], params: dict[str, Any],
+                    ctx: progress.TaskContext | None) -> int:
         checkpoint = ctx.checkpoint if ctx and not params.get("trade_date") else ""
         todo = [d for d in days if not checkpoint or _ymd(d) > checkpoint]
         loaded = 0
@@ -184,34 +191,47 @@ class TushareDataset(Plugin):
         return loaded
 
     def _days(self, client: TushareClient, task_type: str, params: dict[str, Any]
-              ) -> list[date]:
-        today = date.today()
+              ) -> tuple[list[date], str]:
+        """The trading days to load, or none and why, in words."""
+        today = _settings().data_day(clock())
         if params.get("trade_date"):
             target = parse_day(params["trade_date"])
+            named = _calendar.open_days(client, target, target)
+            if not named:
+                return [], f"{target:%Y-%m-%d} is not a trading day (SSE)"
             if task_type != "incremental":
-                return _calendar.open_days(client, target, target)  # [] on a holiday
-        elif task_type == "backfill":
+                return named, ""
+            last = services.current().last_loaded(self.table)
+            if not last or parse_day(last) >= target:
+                return named, ""  # the date named, even when later days are loaded
+            gap = _calendar.open_days(client, parse_day(last) + timedelta(days=1), target)
+            return gap[-MAX_INCREMENTAL_DAYS:], ""
+        if task_type == "backfill":
             if not params.get("start_date") and not params.get("end_date"):
                 raise BadParameters("a backfill needs trade_dates or start_date/end_date")
             start = parse_day(params.get("start_date") or params["end_date"])
             end = parse_day(params.get("end_date") or params["start_date"])
-            return _calendar.open_days(client, start, end)
-        elif task_type == "full":
+            days = _calendar.open_days(client, start, end)
+            return days, "" if days else \
+                f"no trading day (SSE) from {start:%Y-%m-%d} to {end:%Y-%m-%d}"
+        if task_type == "full":
             start = parse_day(params["start_date"]) if params.get("start_date") \
                 else self.history_start
-            return _calendar.open_days(client, start, today)
-        else:
-            recent = _calendar.open_days(client, today - timedelta(days=40), today)
-            if not recent:
-                return []
-            target = recent[-1]
+            days = _calendar.open_days(client, start, today)
+            return days, "" if days else \
+                f"no trading day (SSE) from {start:%Y-%m-%d} to {today:%Y-%m-%d}"
+        recent = _calendar.open_days(client, today - timedelta(days=40), today)
+        if not recent:
+            return [], f"no trading day (SSE) in the 40 days to {today:%Y-%m-%d}"
+        target = recent[-1]
         last = services.current().last_loaded(self.table)
         if not last:
-            return _calendar.open_days(client, target, target)
+            return [target], ""
         after = parse_day(last) + timedelta(days=1)
         if after > target:
-            return []
-        return _calendar.open_days(client, after, target)[-MAX_INCREMENTAL_DAYS:]
+            return [], (f"{self.table.name} already holds {parse_day(last):%Y-%m-%d}; the "
+                        f"latest trading day whose data is out is {target:%Y-%m-%d}")
+        return _calendar.open_days(client, after, target)[-MAX_INCREMENTAL_DAYS:], ""
 
 
 class TradeCalendar(TushareDataset):
