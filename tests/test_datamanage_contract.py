@@ -202,6 +202,14 @@ async def test_errors_are_fastapi_detail(settings: Settings, warehouse: Warehous
         assert status == 422 and body["detail"][0]["type"] == "json_invalid"
         status, body = await answer(c, "GET", "/api/v1/tasks/nope", headers=auth)
         assert status == 404 and set(body) == {"error"}  # /api/v1 keeps its own shape
+    no_redis = create_app(replace(settings, redis_enabled=False),
+                          registry=PluginRegistry(PLUGINS))
+    async with TestClient(TestServer(no_redis)) as c:
+        status, body = await answer(c, "POST", f"{PREFIX}/sync/trigger",
+                                    json={"plugin_name": "dm_calendar"})
+        assert status == 503 and "Redis is disabled" in body["detail"]
+        status, body = await answer(c, "GET", f"{PREFIX}/sync/tasks")
+        assert status == 503 and set(body) == {"detail"}
 
 
 async def test_cors_preflight_allows_put_and_delete(settings: Settings,

@@ -195,3 +195,31 @@ async def test_output_is_fields_of_the_task_not_a_key(queue: TaskQueue, client: 
     h = await client.hgetall(f"stock:task:{tid}")  # type: ignore[misc]
     assert not {"output", "output_bytes", "output_attempt"} & set(h)
     await assert_ended_hash(client, settings, tid)
+
+
+async def test_keys_left_by_schedule_and_group_edits_and_a_deleted_execution(
+    queue: TaskQueue, client: aioredis.Redis
+) -> None:
+    """Schedule edits and groups made at run time are one hash each; deleting an ended
+    execution leaves nothing of it but its tasks."""
+    from app import groups
+    from app.executions import delete_execution
+    from app.scheduler import overrides
+    from plugins_bridge.examples import EXAMPLES
+    from plugins_bridge.registry import PluginRegistry
+
+    await overrides.update(queue, enabled=False, daily_sync_cron="0 9 * * 1-5",
+                           plugins={"noop": {"schedule_enabled": False, "data_source": "x"}})
+    made = await groups.create_group(queue, PluginRegistry(EXAMPLES), name="mine",
+                                     plugin_names=["noop"])
+    assert await keys(client) == {"stock:schedule_settings", "stock:groups"}
+    await groups.delete_group(queue, PluginRegistry(EXAMPLES), made.group_id)
+    assert await keys(client) == {"stock:schedule_settings"}
+    for key in await keys(client):
+        assert await client.ttl(key) == -1  # edits never expire
+
+    eid, (tid,) = await create_execution(queue, [BatchTask(spec())])
+    await cancel_execution(queue, eid)
+    await delete_execution(queue, eid)
+    assert await keys(client) == SHARED | OUTBOX_EXECUTIONS | {
+        "stock:schedule_settings", f"stock:task:{tid}", "stock:index:status:cancelled"}
