@@ -46,6 +46,7 @@ from app.redaction import redactor_for
 log = get_logger("stockq.api")
 
 PREFIX = "/api/datamanage"
+_UNDER = PREFIX + "/"
 TAG = "datamanage"
 P = PREFIX
 TASK_ID = Param("task_id", "path", required=True)
@@ -212,7 +213,7 @@ async def detail_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """Under the prefix, every error is FastAPI's ``{"detail": ...}``: the room's own
     answers, stockq's errors (e.g. 503 ``redis_unavailable``), and the guard's refusals
     (401, 403, 415) reshaped."""
-    if not request.path.startswith(PREFIX + "/"):
+    if not request.path.startswith(_UNDER):
         return await handler(request)
     try:
         response = await handler(request)
