@@ -48,6 +48,7 @@ a single-slot deployment, not a sharded Redis Cluster.)
 | ``{p}:groups`` | hash | plugin groups made at run time: group id -> JSON (app/groups.py) |
 | ``{p}:calendar:{exchange}`` | hash | cached trading calendar (open days, source, fetched_at) |
 | ``{p}:quota:{digest}:{api}`` | zset | TuShare calls admitted in the last minute (token digest) |
+| ``{p}:events`` | channel | live events, pub/sub (nothing stored): app/api/events.py |
 
 Capability routing: a worker's claim takes only tasks whose plugin it runs and whose named
 queue it serves (lib.lua: can_run).  A ready task it cannot run is *parked* in
@@ -136,6 +137,11 @@ class Keys:
 
     def quota(self, digest: str, api: str) -> str:
         return f"{self.prefix}:quota:{digest}:{api}"
+
+    @property
+    def events(self) -> str:
+        """The pub/sub channel of live events (a channel, not a key: nothing is stored)."""
+        return f"{self.prefix}:events"
 
     @property
     def schedulers(self) -> str:
@@ -265,6 +271,7 @@ def lua_prelude() -> str:
     lines = [f"local {name} = KEYS[{i}]\n" for i, name in enumerate(FIXED_LUA_NAMES, 1)]
     lines += [
         "local PREFIX = ARGV[1]\n",
+        f"local EVENTS = PREFIX .. '{k.events.replace(chr(0), '')}'\n",
         f"local FIXED = {len(FIXED_LUA_NAMES)}\n",
         "local K_QUEUES = {K_QUEUE0, K_QUEUE1, K_QUEUE2}\n",
         builder("k_task", k.task("\x01")),

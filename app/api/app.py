@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from app.api.events import EVENT_HUB, EventHub
 from app.api.security import check_token, guard
 from app.errors import RedisUnavailable, StockqError
 from app.logs import get_logger
@@ -157,6 +158,8 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
                           client_max_size=settings.api_max_body)
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else PluginRegistry.from_settings(settings)
+    app[EVENT_HUB] = EventHub(settings)
+    app.on_shutdown.append(_close_events)  # streams end before in-flight requests are awaited
     if warehouse is not None:
         app[WAREHOUSE] = warehouse
         app[SANDBOX] = QuerySandbox(warehouse.url, settings)
@@ -170,6 +173,10 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
+
+
+async def _close_events(app: web.Application) -> None:
+    await app[EVENT_HUB].close()
 
 
 async def _close_sandbox(app: web.Application) -> None:

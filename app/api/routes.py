@@ -21,6 +21,7 @@ from app.api.app import (
     jsonable,
     queue_of,
 )
+from app.api.events import event_stream
 from app.api.models import (
     EXECUTION,
     EXECUTION_LIST,
@@ -408,6 +409,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{V1}/plugins", list_plugins,
           "Registered plugins and groups, and plugins found but not loaded (with why)",
           errors=(401,), tag="plugins"),
+    Route("GET", f"{V1}/events", event_stream,
+          "Live task events as Server-Sent Events (task, progress, execution, resync, "
+          "redis); send Last-Event-ID to resume", params=(
+              Param("Last-Event-ID", "header", description="the id of the last event "
+                    "received, to resume after it"),),
+          errors=(401, 503), tag="events", content_type="text/event-stream"),
     Route("GET", "/health", health, "Health: 200 when Redis answers, 503 with reasons",
           errors=(503,), tag="operations"),
     Route("GET", "/metrics", metrics, "Prometheus metrics, derived from Redis",

@@ -261,6 +261,7 @@ end
 chunked('SADD', K_PLUGINS, plugin_list, CHUNK)
 redis.call('HINCRBY', K_STATS, 'enqueued', n)
 chunked('RPUSH', tk, ids, CHUNK)
+redis.call('PUBLISH', EVENTS, 'execution ' .. eid)  -- one live event for the batch
 
 -- ready tasks: one LPUSH per queue (in submission order, as push_ready would), and the
 -- doorbell tokens push_ready would leave (at most DOORBELL_MAX) in one LPUSH + LTRIM

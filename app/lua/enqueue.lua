@@ -28,6 +28,7 @@ redis.call('ZADD', K_ALL, NOW, id)
 redis.call('ZADD', k_plugin_index(plugin), NOW, id)
 redis.call('SADD', K_PLUGINS, plugin)
 redis.call('ZADD', k_status_index('pending'), NOW, id)
+redis.call('PUBLISH', EVENTS, 'pending ' .. id)
 redis.call('HINCRBY', K_STATS, 'enqueued', 1)
 redis.call('LPUSH', K_QUEUES[prio_of(ARGV[6]) + 1], id)
 if redis.call('LPUSH', K_DOORBELL, '1') > DOORBELL_MAX then

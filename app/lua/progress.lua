@@ -20,6 +20,7 @@ if ARGV[9] and ARGV[9] ~= '' then
     f[#f + 1] = ARGV[9]
 end
 redis.call('HSET', key, unpack(f))
+redis.call('PUBLISH', EVENTS, 'progress ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. id)
 if t[3] then  -- cancel_requested (this script does not write it)
     return 1
 end
