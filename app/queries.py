@@ -97,8 +97,12 @@ async def list_tasks(
     execution_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
 ) -> Page[Task]:
-    """A page of tasks filtered by status, plugin and/or execution."""
+    """A page of tasks filtered by status, plugin and/or execution, and by time
+    (``since_ms`` inclusive, ``until_ms`` exclusive): the time a task was created, or,
+    with ``status``, the time it entered that status (the index's score)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
     if status is not None:
@@ -108,6 +112,9 @@ async def list_tasks(
             names = ", ".join(s.value for s in TaskStatus)
             raise InvalidInput(f"status {status!r} must be one of {names}") from None
     if execution_id:
+        if since_ms is not None or until_ms is not None:
+            raise InvalidInput("since and until cannot be combined with execution_id (an "
+                               "execution's tasks are created together)")
         return await _list_execution(queue, execution_id, status, plugin, limit, cursor)
     keys = queue.keys
     if status:
@@ -120,7 +127,9 @@ async def list_tasks(
     def keep(t: Task) -> bool:
         return (not plugin or t.plugin_name == plugin) and (not status or t.status == status)
 
-    return await _page_index(queue, index, limit, _parse_cursor(cursor), keep, get_many)
+    return await _page_index(queue, index, limit, _parse_cursor(cursor), keep, get_many,
+                             low="-inf" if since_ms is None else str(since_ms),
+                             high="+inf" if until_ms is None else f"({until_ms}")
 
 
 async def list_executions(

@@ -121,6 +121,7 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_token: str = field(default="", repr=False)
+    api_read_token: str = field(default="", repr=False)  # GET only (STOCKQ_API_READ_TOKEN)
     api_max_body: int = 1024 * 1024
     api_cors_origins: tuple[str, ...] = ()
     # TuShare HTTP proxy, applied only inside task execution (plugins_bridge.proxy)
@@ -367,6 +368,20 @@ def _scheduler_values(env: Mapping[str, str]) -> dict[str, object]:
     return values
 
 
+def _api_values(env: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    if env.get("STOCKQ_API_HOST"):
+        values["api_host"] = env["STOCKQ_API_HOST"].strip()
+    if env.get("STOCKQ_API_TOKEN"):
+        values["api_token"] = env["STOCKQ_API_TOKEN"]
+    if env.get("STOCKQ_API_READ_TOKEN"):
+        values["api_read_token"] = env["STOCKQ_API_READ_TOKEN"]
+    if env.get("STOCKQ_API_CORS_ORIGINS"):
+        values["api_cors_origins"] = tuple(
+            o.strip() for o in env["STOCKQ_API_CORS_ORIGINS"].split(",") if o.strip())
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
@@ -374,13 +389,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values.update(_proxy_values(env))
     values.update(_data_source_values(env))
     values.update(_scheduler_values(env))
-    if env.get("STOCKQ_API_HOST"):
-        values["api_host"] = env["STOCKQ_API_HOST"].strip()
-    if env.get("STOCKQ_API_TOKEN"):
-        values["api_token"] = env["STOCKQ_API_TOKEN"]
-    if env.get("STOCKQ_API_CORS_ORIGINS"):
-        values["api_cors_origins"] = tuple(
-            o.strip() for o in env["STOCKQ_API_CORS_ORIGINS"].split(",") if o.strip())
+    values.update(_api_values(env))
     if env.get("STOCKQ_DATA_DIR"):
         values["data_dir"] = Path(env["STOCKQ_DATA_DIR"]).expanduser()
     if env.get("STOCKQ_PLUGINS"):

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from app.api.events import EVENT_HUB, EventHub
-from app.api.security import check_token, guard
+from app.api.security import check_read_token, check_token, guard
 from app.errors import RedisUnavailable, StockqError
 from app.logs import get_logger
 from app.query_sandbox import QuerySandbox
@@ -153,6 +153,7 @@ def create_app(settings: Settings, *, registry: PluginRegistry | None = None,
     from app.api.routes import ROUTES
 
     check_token(settings.api_token)
+    check_read_token(settings)
     app = web.Application(middlewares=[access_log, cors, errors, compat.detail_errors,
                                        guard(settings)],
                           client_max_size=settings.api_max_body)

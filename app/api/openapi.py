@@ -11,7 +11,8 @@ from app.api.schema import Model
 
 _STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Invalid input", 401: "Missing or wrong "
                 "bearer token", 403: "Cross-origin request refused (Origin neither this "
-                "sidecar nor in STOCKQ_API_CORS_ORIGINS)", 404: "Not found",
+                "sidecar nor in STOCKQ_API_CORS_ORIGINS), or a change sent with the "
+                "read-only token", 404: "Not found",
                 409: "Not possible in the current state", 413: "Request body too large",
                 415: "Body not sent as Content-Type: application/json",
                 502: "ClickHouse failed the statement",

@@ -34,6 +34,7 @@ from app.api.models import (
     TASK_SUBMIT,
 )
 from app.api.schema import Model
+from app.api.views import data_coverage, history_daily, session, stats
 from app.errors import InvalidInput, ReadOnlyViolation, TaskNotFound
 from app.executions import cancel_execution, create_execution, retry_execution
 from app.logs import get_logger
@@ -152,6 +153,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     page = await queries.list_tasks(
         queue_of(request), status=q.get("status") or None, plugin=q.get("plugin") or None,
         execution_id=execution_id, limit=_limit(request), cursor=cursor,
+        since_ms=epoch_ms(q["since"], "since") if q.get("since") else None,
+        until_ms=epoch_ms(q["until"], "until") if q.get("until") else None,
     )
     return jsonable({"items": [t.to_dict() for t in page.items],
                      "next_cursor": page.next_cursor})
@@ -309,7 +312,7 @@ async def history(request: web.Request) -> web.Response:
     items = await read_history(
         warehouse, plugin=q.get("plugin", ""), status=q.get("status", ""),
         execution_id=q.get("execution_id", ""), since=q.get("since", ""),
-        until=q.get("until", ""), limit=_limit(request))
+        until=q.get("until", ""), limit=_limit(request), task_id=q.get("task_id", ""))
     return jsonable({"items": items})
 
 
@@ -348,7 +351,11 @@ ROUTES: tuple[Route, ...] = (
                     "failed|cancelled"),
               Param("plugin", "query"), Param("execution_id", "query"),
               Param("limit", "query", "integer", "1-500, default 50"),
-              Param("cursor", "query", description="next_cursor of the previous page")),
+              Param("cursor", "query", description="next_cursor of the previous page"),
+              Param("since", "query", description="created (with status: entered it) at "
+                    "or after: date (UTC midnight) or ISO 8601 time"),
+              Param("until", "query", description="created (with status: entered it) "
+                    "before: date or ISO 8601 time")),
           errors=(400, 401, 404, 503)),
     Route("GET", f"{V1}/tasks/{{task_id}}", get_task, "A task (live state from Redis)",
           response=TASK, params=(TASK_ID,), errors=(401, 404, 503)),
@@ -401,7 +408,7 @@ ROUTES: tuple[Route, ...] = (
           params=(Param("plugin", "query"), Param("status", "query",
                                                   description="completed|failed|retrying|"
                                                               "cancelled"),
-                  Param("execution_id", "query"),
+                  Param("execution_id", "query"), Param("task_id", "query"),
                   Param("since", "query", description="date or ISO 8601 time"),
                   Param("until", "query", description="date or ISO 8601 time (exclusive)"),
                   Param("limit", "query", "integer", "1-500, default 50")),
@@ -409,6 +416,23 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{V1}/plugins", list_plugins,
           "Registered plugins and groups, and plugins found but not loaded (with why)",
           errors=(401,), tag="plugins"),
+    Route("GET", f"{V1}/history/daily", history_daily,
+          "Completed and failed attempts per plugin and day (the scheduler's time zone), "
+          "from the ClickHouse audit", params=(
+              Param("days", "query", "integer", "1-90, default 14 (today included)"),
+              Param("plugin", "query")),
+          errors=(400, 401, 502, 503), tag="warehouse"),
+    Route("GET", f"{V1}/data/coverage", data_coverage,
+          "Per warehouse table: the latest day loaded and the trading days of the last "
+          "days without data", params=(
+              Param("days", "query", "integer", "1-366, default 30 (today included)"),),
+          errors=(400, 401, 502, 503), tag="warehouse"),
+    Route("GET", f"{V1}/stats", stats,
+          "Queue depths, tasks ended in the last hour and day, completed and failed per "
+          "minute over the last hour", errors=(401, 503), tag="operations"),
+    Route("GET", f"{V1}/session", session,
+          "What the caller's token may do (full or read), the time zone and namespace",
+          errors=(401,), tag="operations"),
     Route("GET", f"{V1}/events", event_stream,
           "Live task events as Server-Sent Events (task, progress, execution, resync, "
           "redis); send Last-Event-ID to resume", params=(

@@ -76,6 +76,32 @@ def check_token(token: str) -> None:
         raise ConfigError(problem)
 
 
+def check_read_token(settings: Settings) -> None:
+    """ConfigError for a read-only token that is weak, equals the full token, or comes
+    without one (with no STOCKQ_API_TOKEN, /api/v1 is open to everyone anyway)."""
+    read = settings.api_read_token
+    if not read:
+        return
+    if not settings.api_token:
+        raise ConfigError("STOCKQ_API_READ_TOKEN is set without STOCKQ_API_TOKEN: the API "
+                          "needs no token at all then; set STOCKQ_API_TOKEN too")
+    if read == settings.api_token:
+        raise ConfigError("STOCKQ_API_READ_TOKEN equals STOCKQ_API_TOKEN: give the "
+                          f"read-only token a value of its own ({GENERATE})")
+    problem = token_problem(read)
+    if problem:
+        raise ConfigError(problem.replace("STOCKQ_API_TOKEN", "STOCKQ_API_READ_TOKEN"))
+
+
+ACCESS = web.RequestKey("stockq_access", str)  # "read" for the read-only token
+
+
+def access_of(request: web.Request) -> str:
+    """What the request's token may do: ``full`` (the token, or no token configured)
+    or ``read`` (STOCKQ_API_READ_TOKEN: GET, HEAD and OPTIONS only)."""
+    return str(request.get(ACCESS, "full"))
+
+
 def exposed(host: str, token: str) -> bool:
     """The sidecar answers beyond loopback without a token."""
     return not token and not is_loopback(host)
@@ -107,7 +133,9 @@ def guard(settings: Settings) -> Middleware:
        on another site cannot drive the API through the operator's browser;
     2. with STOCKQ_API_TOKEN set, ``/api/v1`` and ``/api/datamanage`` need
        ``Authorization: Bearer <token>``
-       (the scheme in any case, RFC 7235; the token compared in constant time);
+       (the scheme in any case, RFC 7235; the token compared in constant time), or
+       the read-only STOCKQ_API_READ_TOKEN, which a change is refused with (403
+       ``read_only_token``);
     3. a change with a body needs ``Content-Type: application/json`` (415
        ``unsupported_media_type``), a type no page can send cross-site without a CORS
        preflight.  A change without a body (cancel, retry, run) passes, unless it is
@@ -115,6 +143,7 @@ def guard(settings: Settings) -> Middleware:
 
     Requests without an Origin (curl, the CLI, scripts) are not affected by 1."""
     token = settings.api_token.encode() if settings.api_token else b""
+    read_token = settings.api_read_token.encode() if settings.api_read_token else b""
     origins = frozenset(settings.api_cors_origins)
     any_origin = "*" in origins
 
@@ -132,11 +161,18 @@ def guard(settings: Settings) -> Middleware:
                         f"this sidecar ({own[:200]}) nor listed in STOCKQ_API_CORS_ORIGINS")
         if token and request.method != "OPTIONS" and request.path.startswith(TOKEN_PREFIXES):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            matches = hmac.compare_digest(
-                given.lstrip(" ").encode("utf-8", "surrogateescape"), token)
-            if not (matches and scheme.lower() == "bearer"):
+            offered = given.lstrip(" ").encode("utf-8", "surrogateescape")
+            bearer = scheme.lower() == "bearer"
+            full = hmac.compare_digest(offered, token)
+            read = bool(read_token) and hmac.compare_digest(offered, read_token)
+            if not (bearer and (full or read)):
                 return _refuse(401, "unauthorized", "missing or wrong bearer token",
                                **{"WWW-Authenticate": "Bearer"})
+            if not full:
+                if changes:
+                    return _refuse(403, "read_only_token", "this token may only read "
+                                   "(STOCKQ_API_READ_TOKEN); changes need STOCKQ_API_TOKEN")
+                request[ACCESS] = "read"
         if changes and request.content_type != JSON_TYPE \
                 and request.match_info.http_exception is None \
                 and (request.body_exists or request.content_type in SIMPLE_TYPES):
