@@ -253,10 +253,12 @@ async def create_execution(
     return eid, ids
 
 
-async def retry_execution(queue: TaskQueue, execution_id: str) -> list[str]:
+async def retry_execution(queue: TaskQueue, execution_id: str, *,
+                          from_start: bool = False) -> list[str]:
     """Retry the execution's failed tasks, and the tasks cancelled because of them
-    whose other dependencies completed, keeping their dependencies.  Returns the new
-    task ids.  Tasks a user cancelled (and what waited on them) are not retried."""
+    whose other dependencies completed, keeping their dependencies (each resumes after
+    its checkpoint unless ``from_start``).  Returns the new task ids.  Tasks a user
+    cancelled (and what waited on them) are not retried."""
     execution = await get_execution(queue, execution_id)
     tasks = [t for t in await get_many(queue, await execution_task_ids(queue, execution))
              if t is not None and not t.retried_by]
@@ -278,7 +280,7 @@ async def retry_execution(queue: TaskQueue, execution_id: str) -> list[str]:
     if not retry:
         raise IllegalTransition(f"execution {execution_id} has no failed tasks to retry")
     ordered = [t.task_id for t in tasks if t.task_id in retry]
-    return await queue.retry_many(ordered)
+    return await queue.retry_many(ordered, from_start=from_start)
 
 
 async def cancel_execution(queue: TaskQueue, execution_id: str) -> dict[str, int]:

@@ -167,8 +167,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         description="Clean up: 'queue [NAME]' cancels the waiting (pending and retrying) "
                     "tasks of a named queue, or of every queue; 'finished' deletes the "
                     "ended tasks and executions now; 'namespace [NAME]' deletes every key "
-                    "of a namespace (default: the current one).  Each asks first.",
-        epilog="example: stockq purge queue default --yes")
+                    "of a namespace (default: the current one).  Each asks first.")
     p.add_argument("what", choices=("queue", "finished", "namespace"),
                    help="what to purge")
     p.add_argument("name", nargs="?", default="",

@@ -19,19 +19,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from app.cli_format import local_time, table
 from app.errors import QueryError, ReadOnlyViolation
 from app.settings import load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 1, 2, 5
-
-
-def _table(columns: list[str], rows: list[list[Any]]) -> str:
-    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
 
 
 class NoSidecar(Exception):
@@ -96,7 +88,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print(_table(result["columns"], result["rows"]))
+        print(table(result["columns"], result["rows"]))
         print(f"({len(result['rows'])} rows)")
     return 0
 
@@ -126,27 +118,31 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
     items = result["items"]
-    print(_table(list(HISTORY_COLUMNS), [[i.get(c) for c in HISTORY_COLUMNS] for i in items]))
+    zone = load_settings().timezone
+    print(table(list(HISTORY_COLUMNS), [
+        [local_time(i.get(c), zone) if c == "finished_at" else i.get(c)
+         for c in HISTORY_COLUMNS] for i in items]))
     print(f"({len(items)} attempts)")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("query", help="a read-only ClickHouse query through the sidecar")
+    p = sub.add_parser("query", help="a read-only ClickHouse query (through the sidecar, or "
+                                     "directly when none answers)")
     p.add_argument("sql", help="one SELECT, SHOW, DESCRIBE, EXPLAIN or EXISTS statement")
     p.add_argument("--max-rows", type=int, metavar="N", help="fewer rows than the cap")
     p.add_argument("--url", help="the sidecar (default http://STOCKQ_API_HOST:STOCKQ_API_PORT)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(sync_func=cmd_query)
 
     p = sub.add_parser("history", help="attempt history from the ClickHouse audit")
-    p.add_argument("--plugin")
+    p.add_argument("--plugin", help="only this plugin's attempts")
     p.add_argument("--status", choices=("completed", "failed", "retrying", "cancelled"),
                    help="only attempts that ended so")
-    p.add_argument("--execution", metavar="ID")
+    p.add_argument("--execution", metavar="ID", help="only this execution's attempts")
     p.add_argument("--since", help="a date (YYYY-MM-DD) or an ISO 8601 time")
     p.add_argument("--until", help="a date (YYYY-MM-DD) or an ISO 8601 time")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="attempts to show (default 50)")
     p.add_argument("--url", help="the sidecar (default http://STOCKQ_API_HOST:STOCKQ_API_PORT)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(sync_func=cmd_history)

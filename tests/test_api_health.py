@@ -329,14 +329,18 @@ async def test_metrics_count_what_happened_to_tasks(
     assert value(m, "stockq_tasks_running") == 1
     assert value(m, "stockq_workers_live") == 0
     assert value(m, "stockq_tasks_enqueued_total") == 7
+    # every registered plugin (the examples: fail, noop, sleep) has its series, 0 or not
     assert series(m, "stockq_tasks_ended_total") == {
+        **zeros("outcome", ("completed", "failed", "cancelled")),
         frozenset({("plugin", "noop"), ("outcome", "completed")}): 2,
         frozenset({("plugin", "noop"), ("outcome", "failed")}): 1,
         frozenset({("plugin", "fail"), ("outcome", "cancelled")}): 1,
     }
-    assert series(m, "stockq_task_retries_total") == {frozenset({("plugin", "noop")}): 1}
-    assert series(m, "stockq_task_timeouts_total") == {frozenset({("plugin", "noop")}): 1}
-    assert series(m, "stockq_task_worker_lost_total") == {}
+    assert series(m, "stockq_task_retries_total") == {
+        **zeros(), frozenset({("plugin", "noop")}): 1}
+    assert series(m, "stockq_task_timeouts_total") == {
+        **zeros(), frozenset({("plugin", "noop")}): 1}
+    assert series(m, "stockq_task_worker_lost_total") == zeros()
 
     buckets = {dict(labels)["le"]: v
                for labels, v in series(m, "stockq_task_duration_seconds_bucket").items()}
@@ -352,13 +356,32 @@ async def test_metrics_count_what_happened_to_tasks(
         assert f"# TYPE {family} {kind}\n" in text and f"# HELP {family} " in text
 
 
+def zeros(label: str = "", values: tuple[str, ...] = ("",)) -> dict[frozenset[tuple[str, str]],
+                                                                    float]:
+    """The zero-valued series of a per-plugin counter for the example plugins (and, with
+    ``label``, for each of its ``values``)."""
+    return {frozenset({("plugin", p), *([(label, v)] if label else [])}): 0
+            for p in ("fail", "noop", "sleep") for v in values}
+
+
 async def test_metrics_on_an_empty_redis_and_the_worker_lost_counter(
     settings: Settings, queue: TaskQueue, clock: FakeClock
 ) -> None:
+    """Every counter /metrics declares has its series before anything happened: 0 for
+    each registered plugin (so a rate or an alert sees it from the start)."""
     async with sidecar(settings) as http:
-        m = parse_metrics(await (await http.get("/metrics")).text())
+        text = await (await http.get("/metrics")).text()
+        m = parse_metrics(text)
         assert value(m, "stockq_tasks_enqueued_total") == 0
-        assert series(m, "stockq_tasks_ended_total") == {}
+        assert series(m, "stockq_tasks_ended_total") == zeros(
+            "outcome", ("completed", "failed", "cancelled"))
+        for family in ("stockq_task_retries_total", "stockq_task_timeouts_total",
+                       "stockq_task_worker_lost_total"):
+            assert series(m, family) == zeros()
+        declared = re.findall(r"^# TYPE (\S+) (counter|gauge|histogram)$", text, re.M)
+        for family, kind in declared:
+            name = f"{family}_count" if kind == "histogram" else family
+            assert any(line.startswith(name) for line in text.splitlines()), family
         assert value(m, "stockq_task_duration_seconds_count") == 0
         assert value(m, "stockq_task_duration_seconds_bucket", le="+Inf") == 0
 
@@ -367,7 +390,8 @@ async def test_metrics_on_an_empty_redis_and_the_worker_lost_counter(
         clock.advance(settings.lease_seconds + 1)
         assert [outcome for _, outcome in await queue.reap()] == ["failed"]
         m = parse_metrics(await (await http.get("/metrics")).text())
-    assert series(m, "stockq_task_worker_lost_total") == {frozenset({("plugin", "noop")}): 1}
+    assert series(m, "stockq_task_worker_lost_total") == {
+        **zeros(), frozenset({("plugin", "noop")}): 1}
     assert value(m, "stockq_tasks_ended_total", plugin="noop", outcome="failed") == 1
     assert value(m, "stockq_task_duration_seconds_count") == 0  # no attempt ended normally
 
@@ -384,12 +408,14 @@ async def test_metrics_escape_label_values_and_add_up_to_the_totals(
         text = await (await http.get("/metrics")).text()
     assert 'plugin="we\\"ird\\\\plug\\nin"' in text
     m = parse_metrics(text)
-    assert series(m, "stockq_tasks_ended_total") == {
+    ended = {k: v for k, v in series(m, "stockq_tasks_ended_total").items() if v}
+    assert ended == {
         frozenset({("plugin", odd), ("outcome", "completed")}): 2,
         frozenset({("plugin", "noop"), ("outcome", "completed")}): 1,
         frozenset({("plugin", ""), ("outcome", "completed")}): 2,  # 5 - 2 - 1
     }
-    assert series(m, "stockq_task_retries_total") == {frozenset({("plugin", "")}): 3}
+    assert series(m, "stockq_task_retries_total") == {
+        **zeros(), frozenset({("plugin", "")}): 3}
 
 
 def test_escape_label() -> None:

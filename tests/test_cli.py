@@ -277,21 +277,29 @@ async def test_tasks_lists_newest_first_with_filters_and_pages(
 ) -> None:
     assert cli("tasks").stdout.strip() == "no tasks"
     ids = await seed(queue, clock)
-    lines = cli("tasks").stdout.strip().splitlines()
+    header, rule, *lines = cli("tasks").stdout.rstrip().splitlines()
+    assert re.split(r"\s{2,}", header) == ["TASK ID", "STATUS", "PLUGIN", "TYPE", "PROGRESS",
+                                           "ATTEMPT", "CREATED", "ERROR"]
+    assert set(rule.replace(" ", "")) == {"-"}
+    starts = [header.index(c) for c in ("STATUS", "PLUGIN", "CREATED")]
+    for line in lines:  # aligned columns: every value starts under its heading
+        assert all(line[i - 2:i] == "  " and line[i] != " " for i in starts), line
     order = ["run", "low", "normal", "high2", "high1"]
     assert [ln.split()[0] for ln in lines] == [ids[n] for n in order]
-    by_id = {ln.split()[0]: ln.split() for ln in lines}
+    by_id = {ln.split()[0]: re.split(r"\s{2,}", ln) for ln in lines}
     assert by_id[ids["run"]][1:3] == ["running", "sleep"]
-    assert by_id[ids["low"]][1] == "cancelled"
+    assert by_id[ids["low"]][1] == "cancelled" and by_id[ids["low"]][7] == "cancelled"
     assert by_id[ids["high1"]][1:4] == ["pending", "noop", "incremental"]
-    assert "attempt 1/3" in lines[0]  # the running one; requeued ones gave theirs back
+    assert by_id[ids["run"]][5] == "1/3"  # the running one; requeued ones gave theirs back
+    # times in the configured zone with its offset (the clock is 2026-01-01T00:00Z)
+    assert by_id[ids["high1"]][6] == "2026-01-01 08:00:00+08:00"
 
-    cancelled = cli("tasks", "--status", "cancelled").stdout.strip().splitlines()
+    cancelled = cli("tasks", "--status", "cancelled").stdout.strip().splitlines()[2:]
     assert [ln.split()[0] for ln in cancelled] == [ids["low"]]
     sleepers = cli("tasks", "--plugin", "sleep", "--json")
     assert [t["task_id"] for t in as_json(sleepers)["items"]] == [ids["run"], ids["high2"]]
 
-    page1 = cli("tasks", "--limit", "2").stdout.strip().splitlines()
+    page1 = cli("tasks", "--limit", "2").stdout.strip().splitlines()[2:]
     assert [ln.split()[0] for ln in page1[:2]] == [ids["run"], ids["low"]]
     assert page1[2].startswith("more: --cursor ")
     cursor = page1[2].split()[-1]

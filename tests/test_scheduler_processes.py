@@ -151,9 +151,14 @@ def test_schedule_cli_lists_and_runs(redis_url: str) -> None:
     ran = stockq("schedule", "run", "daily_sync")
     assert ran.returncode == 0, ran.stderr
     assert "daily_sync: execution" in ran.stdout and "(4 tasks)" in ran.stdout
+    assert ran.stderr == ""  # the answer only: no log line without -v
 
     text = stockq("schedule", "list")
-    assert text.returncode == 0 and "last fired" in text.stdout
+    header, _, *rows = text.stdout.splitlines()
+    assert text.returncode == 0 and header.split() == [
+        "JOB", "TRIGGER", "NEXT", "RUN", "PLUGINS", "LAST", "FIRE"]
+    daily = next(r for r in rows if r.startswith("daily_sync"))
+    assert "+08:00" in daily and "fired" in daily and "manual" not in header
 
     missing = stockq("schedule", "run", "nightly")
     assert missing.returncode == 4

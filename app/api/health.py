@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from app.api.app import QUEUE, SANDBOX, SETTINGS, STARTED, WAREHOUSE
+from app.api.app import QUEUE, REGISTRY, SANDBOX, SETTINGS, STARTED, WAREHOUSE
 from app.api.security import BIND_HOST, exposed
 from app.errors import RedisUnavailable, StockqError
 from app.keys import DEFAULT_QUEUE, PRIORITIES
@@ -322,15 +322,19 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def by_plugin(stats: Mapping[str, int], field: str) -> dict[str, int]:
-    """Per-plugin counts of ``field`` (stats fields ``<field>:<plugin>``).  What the total
-    counted beyond them (tasks without a recorded plugin) is reported as plugin ``""``,
-    so the series always add up to the total."""
+def by_plugin(stats: Mapping[str, int], field: str, known: Iterable[str] = ()
+              ) -> dict[str, int]:
+    """Per-plugin counts of ``field`` (stats fields ``<field>:<plugin>``), 0 for each
+    ``known`` plugin that has none (a series exists before its first event, so rates and
+    alerts see it).  What the total counted beyond them (tasks without a recorded plugin)
+    is reported as plugin ``""``, so the series always add up to the total; with no
+    plugin at all the family still has that one series, 0."""
     head = field + ":"
-    counts = {key[len(head):]: n for key, n in stats.items() if key.startswith(head)}
+    counts = dict.fromkeys(known, 0)
+    counts.update({key[len(head):]: n for key, n in stats.items() if key.startswith(head)})
     rest = stats.get(field, 0) - sum(counts.values())
-    if rest > 0:
-        counts[""] = counts.get("", 0) + rest
+    if rest > 0 or not counts:
+        counts[""] = counts.get("", 0) + max(rest, 0)
     return dict(sorted(counts.items()))
 
 
@@ -379,6 +383,8 @@ async def metrics_text(app: web.Application) -> str:
         raise _disabled()
     gauges, stats = await _bounded(app[SETTINGS], READ_TIMEOUT, "the metrics reads",
                                    _read_metrics(queue))
+    registry = app.get(REGISTRY)
+    known = registry.names() if registry is not None else []
     n = len(PRIORITIES)
     out = _Exposition()
     out.family("stockq_queue_ready", "gauge",
@@ -397,7 +403,7 @@ async def metrics_text(app: web.Application) -> str:
     out.family("stockq_tasks_ended_total", "counter",
                "Tasks that reached a terminal status, by plugin and outcome.")
     for outcome in OUTCOMES:
-        for plugin, count in by_plugin(stats, outcome).items():
+        for plugin, count in by_plugin(stats, outcome, known).items():
             out.sample("stockq_tasks_ended_total", count, plugin=plugin, outcome=outcome)
     for name, field, help_text in (
         ("stockq_task_retries_total", "retried",
@@ -407,7 +413,7 @@ async def metrics_text(app: web.Application) -> str:
          "Attempts whose worker was lost (lease expired), by plugin."),
     ):
         out.family(name, "counter", help_text)
-        for plugin, count in by_plugin(stats, field).items():
+        for plugin, count in by_plugin(stats, field, known).items():
             out.sample(name, count, plugin=plugin)
     buckets, total_seconds, count = duration_histogram(stats)
     out.family("stockq_task_duration_seconds", "histogram",

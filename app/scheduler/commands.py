@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 
+from app.cli_format import local_time, table
 from app.logs import configure_logging
 from app.queue import TaskQueue
 from app.scheduler.service import schedule_service
@@ -28,18 +29,21 @@ async def cmd_schedule_list(args: argparse.Namespace, settings: Settings,
     if args.json:
         print(json.dumps({"items": jobs}, ensure_ascii=False, indent=2))
         return 0
+    rows = []
     for job in jobs:
         last = job["last_fire"]
         shown = "never"
         if last:
-            shown = f"{last['outcome']} {last['slot_at'] or last['fired_at']}"
+            shown = (f"{last['outcome']} "
+                     f"{local_time(last['slot_at'] or last['fired_at'], settings.timezone)}")
             if last.get("execution_id"):
                 shown += f" execution {last['execution_id']}"
             elif last.get("reason"):
                 shown += f" ({last['reason']})"
-        plugins = ",".join(job["plugins"]) or "-"
-        print(f"{job['name']:<24} {job['trigger']:<16} next {job['next_run_at']}  "
-              f"plugins {plugins}  last {shown}")
+        rows.append([job["name"], job["trigger"],
+                     local_time(job["next_run_at"], settings.timezone),
+                     ",".join(job["plugins"]) or "-", shown])
+    print(table(("JOB", "TRIGGER", "NEXT RUN", "PLUGINS", "LAST FIRE"), rows))
     return 0
 
 
@@ -62,11 +66,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(sync_func=cmd_scheduler)
 
     p = sub.add_parser("schedule", help="list the schedule's jobs or run one now")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               help="list or run")
     q = actions.add_parser("list", help="jobs, their next run and last fire")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_schedule_list)
-    q = actions.add_parser("run", help="run a job now, for the latest trading day")
-    q.add_argument("name")
-    q.add_argument("--json", action="store_true")
+    q = actions.add_parser("run", help="run a job now, for the latest trading day whose "
+                                       "data is published")
+    q.add_argument("name", help="the job (stockq schedule list names them)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=cmd_schedule_run)
