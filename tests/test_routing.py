@@ -158,3 +158,23 @@ async def test_an_unrouted_claim_takes_anything(queue: TaskQueue) -> None:
     tid, _ = await queue.enqueue(spec("whatever_plugin"))
     got = await queue.claim("w")
     assert got is not None and got.task_id == tid
+
+
+async def test_the_api_takes_a_named_queue(settings: Settings) -> None:
+    from tests.test_api_health import sidecar
+
+    async with sidecar(settings) as http:
+        resp = await http.post("/api/v1/tasks", json={"plugin_name": "noop", "queue": "heavy"})
+        assert resp.status == 202
+        assert (await resp.json())["queue"] == "heavy"
+        resp = await http.post("/api/v1/executions", json={"plugins": ["noop"],
+                                                           "queue": "heavy",
+                                                           "params": {"n": 1}})
+        assert resp.status == 202
+        [tid] = (await resp.json())["task_ids"]
+        assert (await (await http.get(f"/api/v1/tasks/{tid}")).json())["queue"] == "heavy"
+        resp = await http.post("/api/v1/tasks", json={"plugin_name": "noop", "queue": "a b"})
+        assert resp.status == 400
+        assert "queue 'a b' must be 1-64 letters" in (await resp.json())["error"]["message"]
+        plain = await (await http.post("/api/v1/tasks", json={"plugin_name": "sleep"})).json()
+        assert plain["queue"] == "default"

@@ -24,6 +24,9 @@ _TASK_FIELDS = (
           description="memory limit of the worker child running it, MB; default from "
                       "the plugin, then STOCKQ_MEMORY_LIMIT_MB (docs/worker.md)"),
     Field("params", ("object",), description="keyword arguments passed to the plugin"),
+    Field("queue", ("string",), max_length=64,
+          description="the named queue it waits in (default: the plugin's, else 'default'):"
+                      " only workers started with --queue NAME take it (docs/worker.md)"),
     Field("user_id", ("string",), max_length=200),
     Field("username", ("string",), max_length=200),
 )
@@ -89,6 +92,7 @@ TASK = Model(
         Field("worker", ("string",)),
         Field("checkpoint", ("string",)),
         Field("memory_limit_mb", ("integer",), description="the task's own; 0: none set"),
+        Field("queue", ("string",), description="the named queue it waits in"),
         Field("output", ("string",),
               description="the last bytes the last ended attempt printed, masked"),
         Field("output_bytes", ("integer",), description="how much that attempt printed"),

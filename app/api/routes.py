@@ -118,7 +118,8 @@ def _check_values(body: Any) -> None:
 
 def _spec_fields(body: dict[str, Any]) -> dict[str, Any]:
     keys = ("task_type", "trade_dates", "start_date", "end_date", "params", "priority",
-            "timeout_seconds", "max_attempts", "memory_limit_mb", "user_id", "username")
+            "timeout_seconds", "max_attempts", "memory_limit_mb", "queue", "user_id",
+            "username")
     return {k: body[k] for k in keys if k in body}
 
 
