@@ -26,8 +26,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from app.errors import InvalidInput, RedisUnavailable
 from app.failures import redact
@@ -278,12 +279,12 @@ def _when(text: str, what: str) -> datetime:
 
 async def history(warehouse: Warehouse, *, plugin: str = "", status: str = "",
                   execution_id: str = "", since: str = "", until: str = "",
-                  limit: int = 100) -> list[dict[str, Any]]:
+                  limit: int = 100, task_id: str = "") -> list[dict[str, Any]]:
     """Attempt ends from ClickHouse, newest first."""
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
     for name, value in (("plugin", plugin), ("status", status),
-                        ("execution_id", execution_id)):
+                        ("execution_id", execution_id), ("task_id", task_id)):
         if value:
             where.append(f"{name} = {{{name}:String}}")
             params[name] = value
@@ -313,6 +314,46 @@ async def history(warehouse: Warehouse, *, plugin: str = "", status: str = "",
         return rows
 
     return await warehouse.run(read)
+
+
+DAILY_STATUSES = ("completed", "failed")
+MAX_DAILY_DAYS = 90
+
+
+async def daily_outcomes(warehouse: Warehouse, *, days: int, timezone: str,
+                         plugin: str = "", now: datetime | None = None) -> dict[str, Any]:
+    """Attempts that ended completed or failed, per plugin and per day (in ``timezone``)
+    over the last ``days`` days, today included: ``{"days": [...], "plugins": {name:
+    {"completed": [...], "failed": [...]}}}``, one number per day.  ClickHouse counts
+    by hour (the audit's times are UTC); the hours are put into local days here."""
+    zone = ZoneInfo(timezone)
+    today = (now or datetime.now(UTC)).astimezone(zone).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time(), zone).astimezone(UTC)
+    where = ["finished_at >= {since:DateTime64(3)}", "status IN ('completed', 'failed')"]
+    params: dict[str, Any] = {"since": since.replace(tzinfo=None)}
+    if plugin:
+        where.append("plugin = {plugin:String}")
+        params["plugin"] = plugin
+    sql = ("SELECT toStartOfHour(finished_at) AS hour, plugin, status, count() AS n "
+           "FROM stockq_task_audit FINAL WHERE " + " AND ".join(where)
+           + " GROUP BY hour, plugin, status")
+
+    def read() -> list[dict[str, Any]]:
+        warehouse.ensure_table(TASK_AUDIT)
+        return warehouse.select(sql, params)
+
+    names = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+    position = {day: i for i, day in enumerate(names)}
+    plugins: dict[str, dict[str, list[int]]] = {}
+    for row in await warehouse.run(read):
+        hour = parse_time(row["hour"]).replace(tzinfo=UTC)
+        i = position.get(hour.astimezone(zone).date().isoformat())
+        if i is None:
+            continue
+        series = plugins.setdefault(row["plugin"], {s: [0] * days for s in DAILY_STATUSES})
+        series[row["status"]][i] += int(row["n"])
+    return {"days": names, "timezone": timezone, "plugins": dict(sorted(plugins.items()))}
 
 
 class FlusherHandle:
