@@ -121,6 +121,7 @@ def _check_warehouse_free(settings: Settings) -> None:
 
 
 EXAMPLE_PLUGINS = "plugins_bridge.examples:EXAMPLES"
+DEMO_PLUGINS = "plugins_bridge.demo:DEMO"  # demo_long_backfill: a long task to cancel
 
 
 def _start_demo(settings: Settings) -> tuple[Settings, Any]:
@@ -128,7 +129,8 @@ def _start_demo(settings: Settings) -> tuple[Settings, Any]:
     (deterministic data, any date) in a thread of this process; the namespace is
     ``demo`` (its own queues, schedules and workers in this Redis) and the data
     directory ``STOCKQ_DATA_DIR/demo`` (its own embedded ClickHouse, whatever
-    STOCKQ_CLICKHOUSE_URL says); the example plugins (noop, sleep, fail) are loaded too.
+    STOCKQ_CLICKHOUSE_URL says); the example plugins (noop, sleep, fail) are loaded too,
+    and demo_long_backfill (plugins_bridge/demo.py), a long task to watch and cancel.
     Worker children inherit all of it through the environment."""
     import os
 
@@ -138,7 +140,7 @@ def _start_demo(settings: Settings) -> tuple[Settings, Any]:
     fake = FakeTushare()
     fake.start()
     data_dir = settings.data_dir / "demo"
-    plugins = tuple(dict.fromkeys((*settings.plugins, EXAMPLE_PLUGINS)))
+    plugins = tuple(dict.fromkeys((*settings.plugins, EXAMPLE_PLUGINS, DEMO_PLUGINS)))
     token = fake.token or "demo-token"
     os.environ.update(STOCKQ_TUSHARE_URL=fake.url, TUSHARE_TOKEN=token,
                       STOCKQ_NAMESPACE=DEMO_NAMESPACE, STOCKQ_DATA_DIR=str(data_dir),

@@ -91,13 +91,16 @@ def checkout_files(*suffixes: str) -> set[str]:
             if path.suffix in suffixes and "__pycache__" not in path.parts}
 
 
-def test_the_wheel_holds_every_module_and_transition_script(installed: Installed) -> None:
+def test_the_wheel_holds_every_module_script_and_dashboard_file(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
     modules, scripts = checkout_files(".py"), checkout_files(".lua")
+    dashboard = checkout_files(".html", ".js", ".css", ".svg")
     assert "app/scheduler/__init__.py" in modules and "app/lua/lib.lua" in scripts
+    assert {"app/dashboard/index.html", "app/dashboard/main.js"} <= dashboard
     assert sorted(modules - names) == []
     assert sorted(scripts - names) == []
+    assert sorted(dashboard - names) == []
     tops = {name.split("/")[0] for name in names}
     assert tops == {*PACKAGES, "stockq-0.1.0.dist-info"}  # no tests, bench or ops
 
@@ -212,6 +215,12 @@ def test_the_installed_demo_loads_the_daily_sync(installed: Installed, redis_url
         status, rows = call(base, "POST", "/api/v1/query",
                             {"sql": "SELECT count() FROM ods_stock_basic FINAL"})
         assert status == 200 and rows["rows"] == [[20]], rows
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(f"{base}/", timeout=30) as resp:  # the dashboard, package data
+            assert '<script type="module" src="/dashboard/main.js">' in resp.read().decode()
+        for name in ("main.js", "core.js", "style.css"):
+            with direct.open(f"{base}/dashboard/{name}", timeout=30) as resp:
+                assert resp.status == 200 and len(resp.read()) > 100, name
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)

@@ -21,6 +21,7 @@ from app.api.app import (
     jsonable,
     queue_of,
 )
+from app.api.dashboard import dashboard_file, dashboard_page
 from app.api.events import event_stream
 from app.api.models import (
     EXECUTION,
@@ -445,4 +446,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", metrics, "Prometheus metrics, derived from Redis",
           tag="operations", content_type="text/plain"),
     Route("GET", "/openapi.json", openapi, "This document", tag="operations"),
+    Route("GET", "/", dashboard_page, "The dashboard (docs/dashboard.md)", tag="dashboard",
+          content_type="text/html"),
+    Route("GET", "/dashboard/{name}", dashboard_file,
+          "The dashboard's scripts, styles and icon (package data, no build step)",
+          params=(Param("name", "path", required=True),), errors=(404,), tag="dashboard",
+          content_type="text/javascript"),
 )
