@@ -165,6 +165,15 @@ class Browser:
             await self.send("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"],
                             button="left", clickCount=1)
 
+    async def type(self, selector: str, text: str) -> None:
+        """Focus the element and type ``text`` into it, as a keyboard would."""
+        focused = await self.eval(f"(() => {{ const el = document.querySelector("
+                                  f"{json.dumps(selector)}); if (!el) return false; "
+                                  "el.focus(); return document.activeElement === el; })()")
+        if not focused:
+            raise AssertionError(f"cannot focus {selector!r}")
+        await self.send("Input.insertText", text=text)
+
     async def screenshot(self, path: Path) -> None:
         """The whole page (up to 3,000 px high) as a PNG."""
         height = await self.eval("Math.min(3000, document.documentElement.scrollHeight)")

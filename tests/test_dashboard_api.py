@@ -79,8 +79,8 @@ async def test_stats_count_what_ended_lately_and_per_minute(api: TestClient[Any,
 async def test_the_session_says_what_the_token_may_do(settings: Settings) -> None:
     async with serve(settings) as client:
         body = await ok(client, "GET", f"{V1}/session")
-        assert body == {"access": "full", "auth": False, "timezone": "Asia/Shanghai",
-                        "namespace": "stock"}
+        assert body == {"access": "full", "auth": False, "clickhouse": False,
+                        "timezone": "Asia/Shanghai", "namespace": "stock"}
     guarded = replace(settings, api_token=GOOD_TOKEN, api_read_token=READ_TOKEN)
     async with serve(guarded) as client:
         await fails(client, "GET", f"{V1}/session", 401, "unauthorized")

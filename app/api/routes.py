@@ -433,7 +433,8 @@ ROUTES: tuple[Route, ...] = (
           "Queue depths, tasks ended in the last hour and day, completed and failed per "
           "minute over the last hour", errors=(401, 503), tag="operations"),
     Route("GET", f"{V1}/session", session,
-          "What the caller's token may do (full or read), the time zone and namespace",
+          "What the caller's token may do (full or read), whether this sidecar reads "
+          "ClickHouse, the time zone and namespace",
           errors=(401,), tag="operations"),
     Route("GET", f"{V1}/events", event_stream,
           "Live task events as Server-Sent Events (task, progress, execution, resync, "

@@ -24,9 +24,11 @@ def warehouse_of(request: web.Request) -> Warehouse:
 
 
 async def session(request: web.Request) -> web.Response:
-    """What the caller's token may do, and what the dashboard shows times in."""
+    """What the caller's token may do, whether this sidecar reads ClickHouse (the
+    history and the data coverage), and what the dashboard shows times in."""
     settings = request.app[SETTINGS]
     return jsonable({"access": access_of(request), "auth": bool(settings.api_token),
+                     "clickhouse": WAREHOUSE in request.app,
                      "timezone": settings.timezone, "namespace": settings.key_prefix})
 
 

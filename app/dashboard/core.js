@@ -6,7 +6,12 @@ const TOKEN_KEY = "stockq.token";
 export const state = {
   timezone: "Asia/Shanghai", // the scheduler's zone (GET /api/v1/stats says which)
   access: "full",            // "read" when the token may only read (buttons disabled)
+  clickhouse: true,          // this sidecar answers the history and data routes
 };
+
+export const NO_CLICKHOUSE = "This sidecar has no ClickHouse (a separate stockq api without "
+  + "STOCKQ_CLICKHOUSE_URL): the audit history and the warehouse are read by the sidecar of "
+  + "stockq run, or one configured with a ClickHouse server.";
 
 // ------------------------------------------------------------------ the token
 export function token() {

@@ -1,8 +1,12 @@
 // Data: per warehouse table, the latest day loaded and the trading days of the last
 // N days without data, one square per trading day, so a gap shows at a glance.
-import { alertBox, api, badge, coalesce, h, live, table, time } from "./core.js";
+import { NO_CLICKHOUSE, alertBox, api, badge, coalesce, h, live, state, table, time } from "./core.js";
 
 export function render(root, { params }) {
+  if (!state.clickhouse) {
+    root.append(h("h1", {}, "Data"), h("div", { class: "alert alert-info" }, NO_CLICKHOUSE));
+    return () => {};
+  }
   const days = params.get("days") || "30";
   const input = h("input", { type: "number", min: 1, max: 366, value: days, name: "days" });
   const view = h("div", { id: "coverage" });

@@ -1,12 +1,16 @@
 // History: attempt ends from the ClickHouse audit, filterable, and per plugin a daily
 // chart of completed and failed attempts.
 import { dailyBars } from "./charts.js";
-import { alertBox, api, badge, coalesce, h, live, shortId, table, time } from "./core.js";
+import { NO_CLICKHOUSE, alertBox, api, badge, coalesce, h, live, shortId, state, table, time } from "./core.js";
 
 const FILTERS = ["plugin", "status", "since", "until"];
 const STATUSES = ["", "completed", "failed", "retrying", "cancelled"];
 
 export function render(root, { params }) {
+  if (!state.clickhouse) {
+    root.append(h("h1", {}, "History"), h("div", { class: "alert alert-info" }, NO_CLICKHOUSE));
+    return () => {};
+  }
   const chosen = Object.fromEntries(FILTERS.map((k) => [k, params.get(k) || ""]));
   const charts = h("div", { class: "charts", id: "daily" });
   const list = h("div", {});

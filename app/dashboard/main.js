@@ -41,6 +41,7 @@ async function start() {
   const session = await api("/api/v1/session");
   state.access = session.access;
   state.timezone = session.timezone || state.timezone;
+  state.clickhouse = session.clickhouse;
   const access = document.getElementById("access");
   access.hidden = session.access !== "read";
   access.textContent = "read-only token";

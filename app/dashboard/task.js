@@ -1,7 +1,8 @@
 // One task: its state (live), progress, checkpoint, error, captured output, timings,
 // its attempts from the audit history, and the cancel / retry buttons.
 import {
-  actionButton, alertBox, api, badge, between, coalesce, dates, h, live, progressBar, setProgress, table, time,
+  NO_CLICKHOUSE, actionButton, alertBox, api, badge, between, coalesce, dates, h, live, progressBar, setProgress,
+  state, table, time,
 } from "./core.js";
 
 const ACTIVE = new Set(["pending", "running", "retrying"]);
@@ -120,6 +121,7 @@ function details(task) {
 
 // The attempts' table, and the attempt numbers it holds.
 async function attempts(id) {
+  if (!state.clickhouse) return [h("p", { class: "muted" }, NO_CLICKHOUSE), null];
   try {
     const body = await api(`/api/v1/history?task_id=${encodeURIComponent(id)}&limit=50`);
     return [table(["attempt", "outcome", "error", "started", "ended", "took", "records", "worker"],
