@@ -240,3 +240,33 @@ def code_version() -> str:
     return f"git {head}" + (" + uncommitted changes in app/" if dirty else "")
 
 
+async def ab_rows(client: aioredis.Redis, variants: dict[str, Callable[[int], Awaitable[None]]],
+                  n: int, slices: int, note: str) -> list[Row]:
+    """Measure variants in alternating slices (A B A B ...), so that whatever else
+    the machine does hits them alike; rates are medians over the slices."""
+    per = max(1, n // slices)
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
+    srvs: dict[str, list[float]] = {k: [] for k in variants}
+    secs: dict[str, float] = dict.fromkeys(variants, 0.0)
+    done = dict.fromkeys(variants, 0)
+    gc.collect()
+    for _ in range(slices):
+        for name, op in variants.items():
+            _, u0 = await evalsha_usec(client)
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(per):
+                await op(done[name])
+                done[name] += 1
+            dt = time.perf_counter() - t0
+            cpus[name].append((time.process_time() - c0) / per * 1e6)
+            _, u1 = await evalsha_usec(client)
+            srvs[name].append((u1 - u0) / per)
+            rates[name].append(per / dt)
+            secs[name] += dt
+    return [Row(name, done[name], secs[name], statistics.median(rates[name]),
+                1e6 / statistics.median(rates[name]), statistics.median(srvs[name]),
+                statistics.median(cpus[name]),
+                f"{note}; median of {slices} alternating slices "
+                f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}/s")
+            for name in variants]

@@ -34,12 +34,10 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from app import queries
 from app.executions import BatchTask, create_execution
@@ -51,6 +49,7 @@ from app.settings import Settings
 from bench._measure import (
     Results,
     Row,
+    ab_rows,
     claim_complete_op,
     claim_complete_seq,
     code_version,
@@ -68,6 +67,7 @@ from bench._measure import (
 )
 from bench._procfs import run_and_report
 from bench._redis import BenchRedis
+from bench._routing import phase_routing_ab
 
 BUDGET_ENQUEUE = 7_000.0  # tasks/s, one client, sequential
 BUDGET_BULK = 50_000.0  # tasks/s, create_execution of 10k tasks
@@ -158,38 +158,6 @@ async def phase_empty(q: TaskQueue, res: Results, n: int) -> None:
         "doorbell_list_bytes": doorbell,
         "keys_in_db": await client.dbsize(),
     }
-
-
-async def ab_rows(client: aioredis.Redis, variants: dict[str, Callable[[int], Awaitable[None]]],
-                  n: int, slices: int, note: str) -> list[Row]:
-    """Measure variants in alternating slices (A B A B ...), so that whatever else
-    the machine does hits them alike; rates are medians over the slices."""
-    per = max(1, n // slices)
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    cpus: dict[str, list[float]] = {k: [] for k in variants}
-    srvs: dict[str, list[float]] = {k: [] for k in variants}
-    secs: dict[str, float] = dict.fromkeys(variants, 0.0)
-    done = dict.fromkeys(variants, 0)
-    gc.collect()
-    for _ in range(slices):
-        for name, op in variants.items():
-            _, u0 = await evalsha_usec(client)
-            c0, t0 = time.process_time(), time.perf_counter()
-            for _ in range(per):
-                await op(done[name])
-                done[name] += 1
-            dt = time.perf_counter() - t0
-            cpus[name].append((time.process_time() - c0) / per * 1e6)
-            _, u1 = await evalsha_usec(client)
-            srvs[name].append((u1 - u0) / per)
-            rates[name].append(per / dt)
-            secs[name] += dt
-    return [Row(name, done[name], secs[name], statistics.median(rates[name]),
-                1e6 / statistics.median(rates[name]), statistics.median(srvs[name]),
-                statistics.median(cpus[name]),
-                f"{note}; median of {slices} alternating slices "
-                f"{min(rates[name]):,.0f}-{max(rates[name]):,.0f}/s")
-            for name in variants]
 
 
 async def phase_logs_ab(q: TaskQueue, res: Results, n: int) -> None:
@@ -557,6 +525,7 @@ async def run(args: argparse.Namespace) -> Results:
             await phase_empty(q, res, args.n)
             await phase_producer(q, res, args.n)
             await phase_chained(q, res, args.n)
+            await phase_routing_ab(q, res, args.n, ROUTED_PLUGINS)
             if args.logs == "json":
                 await phase_logs_ab(q, res, args.n)
             await phase_concurrent(q, res, args.concurrent_n, args.concurrency)
