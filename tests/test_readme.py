@@ -91,7 +91,7 @@ def test_the_readme_in_order_with_the_demo_running(redis_url: str, tmp_path: Pat
     env = {**base, "STOCKQ_REDIS_URL": redis_url, "STOCKQ_DATA_DIR": str(tmp_path / "data"),
            "STOCKQ_API_PORT": str(port), "PYTHONPATH": str(ROOT),
            "STOCKQ_VENV": str(fake_venv(tmp_path)), "STOCKQ_LOG_FORMAT": "json"}
-    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "run.log", "wb")  # closed below
     daemon = subprocess.Popen([str(ROOT / "ops" / "run.sh"), "--demo", "--port", str(port)],
                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     r = redis.Redis.from_url(redis_url, decode_responses=True)
