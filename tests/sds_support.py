@@ -113,14 +113,23 @@ class SdsWorker:
 
 def run_in_snapshot(python: str, snapshot: Path, script: str, env: dict[str, str] | None = None,
                     timeout: float = 180) -> Any:
-    """Run ``script`` with the snapshot's environment; it prints one JSON document."""
+    """Run ``script`` with the snapshot's environment; it prints one JSON document, last.
+    (stockq's events reach stock_datasource's own logging there, which may write to
+    stdout too, and from a thread: the document is the longest tail of the output that
+    parses.)"""
     base = {k: v for k, v in os.environ.items() if not k.startswith("STOCKQ_")}
     base.update({"PYTHONPATH": sds_env.pythonpath(snapshot), "HOME": tempfile.mkdtemp(),
                  "STOCKQ_DATA_DIR": tempfile.mkdtemp(), **(env or {})})
     out = subprocess.run([python, "-c", script], env=base, cwd=sds_env.ROOT,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    text = out.stdout.strip()
+    for start in (i for i, c in enumerate(text) if c in "{["):
+        try:
+            return json.loads(text[start:])
+        except ValueError:
+            continue
+    raise AssertionError(f"no JSON document at the end of: {text[-2000:]}")
 
 
 def open_days(snapshot: Path, start: str, end: str) -> list[str]:

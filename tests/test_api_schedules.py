@@ -58,7 +58,8 @@ async def locked_api(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 def latest_trading_day() -> date:
-    day = datetime.now(SH).date()
+    """The latest trading day whose data is published (from 17:00 Asia/Shanghai)."""
+    day = Settings().data_day()
     while not offline_day(day).trading:
         day -= timedelta(days=1)
     return day

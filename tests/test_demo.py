@@ -91,6 +91,23 @@ def test_the_demo_runs_a_daily_sync_into_clickhouse_and_the_history(redis_url: s
         assert example.events("task.started") == []
         assert {e["plugin"] for e in proc.events("task.started")} >= {
             "tushare_daily", "tushare_stock_basic"}
+        # a task that names an earlier day loads it, though a later one is loaded; one
+        # with nothing to do says so
+        earlier = subprocess.run(
+            [sys.executable, "-m", "app.cli", "--namespace", "demo", "submit",
+             "tushare_daily", "--date", "20240102", "--wait"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=90)
+        assert earlier.returncode == 0, earlier.stderr
+        assert earlier.stdout.strip().endswith(": 20 records")
+        status, rows = call(base, "POST", "/api/v1/query", {
+            "sql": "SELECT count() FROM ods_daily FINAL WHERE trade_date = '2024-01-02'"})
+        assert rows["rows"] == [[20]]
+        nothing = subprocess.run(
+            [sys.executable, "-m", "app.cli", "--namespace", "demo", "submit",
+             "tushare_daily", "--date", "20240106", "--wait"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=90)
+        assert nothing.stdout.strip().endswith(
+            ": 0 records (2024-01-06 is not a trading day (SSE))"), nothing.stdout
         # the doctor knows the demo: no token to set, its roles alive, its warehouse
         doctor = subprocess.run(
             [sys.executable, "-m", "app.cli", "--namespace", "demo", "doctor", "--json"],

@@ -178,3 +178,24 @@ async def test_the_api_takes_a_named_queue(settings: Settings) -> None:
         assert "queue 'a b' must be 1-64 letters" in (await resp.json())["error"]["message"]
         plain = await (await http.post("/api/v1/tasks", json={"plugin_name": "sleep"})).json()
         assert plain["queue"] == "default"
+
+
+async def test_health_warns_about_tasks_no_live_worker_can_run(
+    settings: Settings, client: aioredis.Redis
+) -> None:
+    from tests.test_api_health import get_health, sidecar
+
+    async with TaskQueue(client, settings) as now:  # the real clock: a live heartbeat
+        await now.heartbeat("h:1:abc", {"host": "h", "pid": 1,
+                                        "plugins": '["noop"]', "queues": '["default"]'},
+                            ttl=15)
+        tid, _ = await now.enqueue(TaskSpec.build("tushare_daily"))
+        now.advertise(["noop"], ["default"])
+        assert await now.claim_work("h:1:abc") is None  # parked
+    async with sidecar(settings) as http:
+        status, body = await get_health(http)
+    assert status == 200 and body["status"] == "degraded"
+    assert body["queue"]["parked"] == {"default:tushare_daily": 1}
+    assert "1 pending task of tushare_daily waits: no live worker can run tushare_daily " \
+           "(the live workers run: noop)" in body["warnings"]
+    assert body["workers"]["items"][0]["plugins"] == ["noop"]
