@@ -7,7 +7,7 @@ whose hash has expired are dropped from the index as they are met.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -71,22 +71,33 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
     return value, member
 
 
-async def get_many(queue: TaskQueue, task_ids: Sequence[str]) -> list[Task | None]:
+async def _hashes(queue: TaskQueue, keys: Iterable[str]) -> list[Any]:
+    """The hashes at ``keys`` in one pipelined round trip ({} where none is)."""
     with redis_errors(queue.settings):
         async with queue.client.pipeline(transaction=False) as pipe:
-            for tid in task_ids:
-                pipe.hgetall(queue.keys.task(tid))
-            raw = await pipe.execute()
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
+
+
+async def get_many(queue: TaskQueue, task_ids: Sequence[str]) -> list[Task | None]:
+    raw = await _hashes(queue, (queue.keys.task(tid) for tid in task_ids))
     return [Task.from_hash(h) if h else None for h in raw]
 
 
 async def get_executions(queue: TaskQueue, ids: Sequence[str]) -> list[Execution | None]:
-    with redis_errors(queue.settings):
-        async with queue.client.pipeline(transaction=False) as pipe:
-            for eid in ids:
-                pipe.hgetall(queue.keys.execution(eid))
-            raw = await pipe.execute()
+    raw = await _hashes(queue, (queue.keys.execution(eid) for eid in ids))
     return [Execution.from_hash(h) if h else None for h in raw]
+
+
+def check_status(status: str | None) -> None:
+    """InvalidInput unless ``status`` is None or a task status."""
+    if status is not None:
+        try:
+            TaskStatus(status)
+        except ValueError:
+            names = ", ".join(s.value for s in TaskStatus)
+            raise InvalidInput(f"status {status!r} must be one of {names}") from None
 
 
 async def list_tasks(
@@ -105,12 +116,7 @@ async def list_tasks(
     with ``status``, the time it entered that status (the index's score)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-    if status is not None:
-        try:
-            TaskStatus(status)
-        except ValueError:
-            names = ", ".join(s.value for s in TaskStatus)
-            raise InvalidInput(f"status {status!r} must be one of {names}") from None
+    check_status(status)
     if execution_id:
         if since_ms is not None or until_ms is not None:
             raise InvalidInput("since and until cannot be combined with execution_id (an "

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.errors import InvalidInput
-from app.models import Task, TaskStatus
+from app.models import Task
 from app.models import _when as stored_time
-from app.queries import get_many
+from app.queries import check_status, get_many
 from app.queue import TaskQueue
 from app.redis_client import redis_errors
 
@@ -45,12 +45,7 @@ async def task_page(queue: TaskQueue, *, page: int = 1, page_size: int = 20,
         raise InvalidInput("page must be at least 1 and page_size between 1 and 500")
     if sort_by not in SORTS:
         raise InvalidInput(f"sort_by {sort_by!r} must be one of {', '.join(SORTS)}")
-    if status is not None:
-        try:
-            TaskStatus(status)
-        except ValueError:
-            names = ", ".join(s.value for s in TaskStatus)
-            raise InvalidInput(f"status {status!r} must be one of {names}") from None
+    check_status(status)
     start = (page - 1) * page_size
     with redis_errors(queue.settings):
         if not status and not plugin_contains and sort_by == "created_at":
