@@ -13,10 +13,18 @@ from app.settings import Settings, load_settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from app.settings import child_environment
+    from app.worker.forkserver import launch
+    from app.worker.procs import new_worker_id
+
+    settings = load_settings()
+    # the fork server loads the plugins while this process imports the rest
+    worker_id = new_worker_id()
+    forks = launch(child_environment(), worker_id)
+
     from app.worker.main import run_worker
     from app.worker.supervisor import PoolOptions
 
-    settings = load_settings()
     configure_logging(settings)
     options = PoolOptions(shutdown_grace=args.shutdown_grace)
     if args.concurrency is not None:
@@ -25,7 +33,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         options.max_tasks_per_child = args.max_tasks_per_child
     if args.queue:
         options.queues = tuple(dict.fromkeys(args.queue))
-    return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis))
+    return asyncio.run(run_worker(settings, options, wait=args.wait_for_redis,
+                                  worker_id=worker_id, forks=forks))
 
 
 def _checked_host(args: argparse.Namespace, settings: Settings) -> str:

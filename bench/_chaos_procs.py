@@ -93,6 +93,13 @@ def stockq_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _is_fork_server(pid: int) -> bool:
+    try:
+        return b"app.worker.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 class Daemon:
     """``python -m app.cli <command> <args>`` with stdout and stderr in a log file."""
 
@@ -139,7 +146,26 @@ class Daemon:
             time.sleep(0.05)
 
     def children(self) -> list[int]:
-        return list(children_of(self.pid)) if self.alive else []
+        """The pool's children that run tasks: the supervisor's own children, where
+        the fork server (app/worker/forkserver.py) stands for the children it forked."""
+        return self._pool(servers=False)
+
+    def pool_processes(self) -> list[int]:
+        """The supervisor's children and the fork server's: what must die with it."""
+        return self._pool(servers=True)
+
+    def _pool(self, *, servers: bool) -> list[int]:
+        if not self.alive:
+            return []
+        found = []
+        for pid in children_of(self.pid):
+            if not _is_fork_server(pid):  # (its children are forked: the same command)
+                found.append(pid)
+                continue
+            if servers:
+                found.append(pid)
+            found.extend(children_of(pid))
+        return found
 
     def kill(self) -> float:
         """SIGKILL; returns the time it was sent."""

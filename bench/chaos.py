@@ -205,7 +205,7 @@ class Chaos:
             at = time.time()
             os.kill(pid, signal.SIGKILL)
             return Event(kind, at, f"child {pid} of {w.name} (pid {w.pid})", [pid])
-        kids = w.children()
+        kids = w.pool_processes()
         if kind == "supervisor_sigkill":
             at = w.kill()
             orphans = wait_dead(kids, 5.0)

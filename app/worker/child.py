@@ -1,9 +1,11 @@
 """A worker child: runs one task at a time for its supervisor.
 
-Started by the supervisor as ``python -m app.worker.child FD_IN FD_OUT FD_LIFELINE
-SUPERVISOR_PID WORKER_ID`` in a session of its own (so a timeout or cancel kills the
-child and everything its plugin started in that session with one ``killpg``; the
-supervisor also kills what left it, see app/worker/tree.py).  It never opens a Redis or
+Forked by the pool's fork server (app/worker/forkserver.py), or started by the
+supervisor as ``python -m app.worker.child FD_IN FD_OUT FD_LIFELINE SUPERVISOR_PID
+WORKER_ID`` when the plugins cannot be loaded before a fork; in a session of its own
+(so a timeout or cancel kills the child and everything its plugin started in that
+session with one ``killpg``; the supervisor also kills what left it, see
+app/worker/tree.py).  It never opens a Redis or
 ClickHouse connection: tasks come in on FD_IN, progress and results go out on FD_OUT.
 
 Before anything else it asks to be SIGKILLed when the supervisor dies and forks its
@@ -28,9 +30,10 @@ def _kill_group(*_: object) -> None:
     os.killpg(0, signal.SIGKILL)
 
 
-def _start(fd_in: int, fd_out: int, fd_life: int, parent: int, worker_id: str) -> None:
-    """The first steps, before any thread or plugin: die with the supervisor (the
-    parent-death signal and the guard), keep orphans, mark what plugins start."""
+def start_child(fd_in: int, fd_out: int, fd_life: int, parent: int, worker_id: str) -> None:
+    """The first steps, before any thread or plugin code runs: die with the parent (the
+    supervisor, or the fork server that dies with it: the parent-death signal) and with
+    the supervisor (the guard), keep orphans, mark what plugins start."""
     start_guard(fd_life, (fd_in, fd_out), marker_entry(worker_id))  # first: the lightest
     os.close(fd_life)  # the guard holds it
     die_with_parent(parent)  # (had the supervisor died already, the guard kills us too)
@@ -41,7 +44,7 @@ def _start(fd_in: int, fd_out: int, fd_life: int, parent: int, worker_id: str) -
 
 def main(argv: list[str]) -> int:
     fd_in, fd_out, fd_life, parent = (int(a) for a in argv[:4])
-    _start(fd_in, fd_out, fd_life, parent, argv[4] if len(argv) > 4 else str(parent))
+    start_child(fd_in, fd_out, fd_life, parent, argv[4] if len(argv) > 4 else str(parent))
     from app.worker.child_loop import serve
 
     return serve(fd_in, fd_out)

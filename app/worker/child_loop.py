@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from app.logs import configure_logging
-from app.settings import load_settings
+from app.settings import Settings, load_settings
 from app.worker.memory import limit_mb, memory_limit
 from app.worker.protocol import BlockingChannel, work_payload
 from plugins_bridge import services
@@ -53,25 +54,47 @@ def _caller(channel: Any) -> Any:
     return call
 
 
-def serve(fd_in: int, fd_out: int) -> int:
-    """Load the plugins, say ``ready`` (with what was loaded and what each plugin
-    requires: app/worker/capabilities.py), then run each task that comes until ``stop``
-    or the end of the pipe."""
+@dataclass(slots=True)
+class Loaded:
+    """What a child needs before its first task: the settings, the plugins (loaded
+    once: in the child, or in the fork server before the children are forked from it)
+    and the ``ready`` message that names them (app/worker/capabilities.py)."""
+
+    settings: Settings
+    proxy: ProxyConfig
+    registry: PluginRegistry
+    load_error: str
+    ready: dict[str, Any]
+
+
+def load() -> Loaded:
+    """Read the settings, configure logging and load the plugins."""
     settings = load_settings()
     configure_logging(settings)
     proxy = ProxyConfig(settings.http_proxy, settings.no_proxy_hosts)
-    channel = BlockingChannel(fd_in, fd_out)
     try:
         registry = PluginRegistry.from_settings(settings)
         load_error = ""
     except Exception as exc:  # reported per task, the child stays up
         registry = PluginRegistry()
         load_error = f"plugins failed to load: {exc}"
+    ready = {"type": "ready", "pid": os.getpid(), "load_error": load_error,
+             "plugins": [[name, list(getattr(registry.get(name), "requires", ()) or ())]
+                         for name in registry.names()],
+             "unavailable": registry.unavailable}
+    return Loaded(settings, proxy, registry, load_error, ready)
+
+
+def serve(fd_in: int, fd_out: int, loaded: Loaded | None = None) -> int:
+    """Say ``ready`` (with what was loaded and what each plugin requires), then run
+    each task that comes until ``stop`` or the end of the pipe.  Loads the plugins
+    first unless ``loaded`` (a child forked from the fork server) has them."""
+    loaded = loaded or load()
+    settings, proxy, registry, load_error = (loaded.settings, loaded.proxy, loaded.registry,
+                                             loaded.load_error)
+    channel = BlockingChannel(fd_in, fd_out)
     services.bind(services.ChildServices(_caller(channel)))
-    channel.send({"type": "ready", "pid": os.getpid(), "load_error": load_error,
-                  "plugins": [[name, list(getattr(registry.get(name), "requires", ()) or ())]
-                              for name in registry.names()],
-                  "unavailable": registry.unavailable})
+    channel.send({**loaded.ready, "pid": os.getpid()})
     while True:
         msg = channel.recv()
         if msg is None or msg["type"] == "stop":
@@ -95,4 +118,3 @@ def serve(fd_in: int, fd_out: int) -> int:
         _flush_output()
         channel.send(out.to_message(str(task["task_id"])))
         _reap_children()
-

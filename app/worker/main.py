@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 
 from app.errors import RedisUnavailable
 from app.logs import get_logger
 from app.queue import TaskQueue
 from app.redis_client import create_client, ping
 from app.settings import Settings, scrub_proxy_environment
+from app.worker.forks import ForkServer
 from app.worker.procs import become_subreaper
 from app.worker.supervisor import PoolOptions, Supervisor
 from plugins_bridge.warehouse import open_warehouse
@@ -35,7 +38,12 @@ async def wait_for_redis(settings: Settings, *, wait: bool) -> None:
         await client.aclose()
 
 
-async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = False) -> int:
+async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = False,
+                     worker_id: str | None = None,
+                     forks: tuple[socket.socket, subprocess.Popen[bytes], int] | None = None
+                     ) -> int:
+    """Run a pool; ``forks`` is its fork server if ``stockq worker`` launched it
+    already (app/worker/forkserver.py: launch), with ``worker_id`` the pool's id."""
     removed = scrub_proxy_environment()
     if removed:
         log.warning("worker.proxy_environment_removed", names=removed,
@@ -46,7 +54,9 @@ async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = F
     client = create_client(settings)
     try:
         async with TaskQueue(client, settings) as queue:
-            return await Supervisor(queue, settings, options, warehouse=warehouse).run()
+            return await Supervisor(queue, settings, options, warehouse=warehouse,
+                                    worker_id=worker_id,
+                                    forks=ForkServer(*forks) if forks else None).run()
     finally:
         await client.aclose()
         if warehouse is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from app.redaction import Redactor
 from app.worker import tree
+from app.worker.forks import ForkedProcess, ForkFailed, ForkServer
 from app.worker.output import OutputCapture, OutputProtocol
 from app.worker.procs import Proc, marker_entry, read_proc
 from app.worker.protocol import FrameBuffer, encode
@@ -117,7 +118,7 @@ class ChildProcess:
         self._output: asyncio.ReadTransport | None = None
         self._output_fd = -1
         self._pending = array.array("i", [0])  # FIONREAD's answer
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self._me: Proc | None = None  # the child as /proc showed it after the start
         self._loop = asyncio.get_running_loop()
         self.inbox = Inbox(self._loop)
@@ -133,29 +134,38 @@ class ChildProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    async def start(self, ready_timeout: float = 60.0) -> ChildProcess:
+    async def start(self, ready_timeout: float = 60.0, *,
+                    forks: ForkServer | None = None) -> ChildProcess:
+        """Fork the child from ``forks`` (the pool's fork server), or start it as a
+        fresh interpreter; returns once it said ``ready``."""
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         r_life, w_life = os.pipe()
         r_print, w_print = os.pipe()  # the child's stdout and stderr
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app.worker.child",
-                str(r_in), str(w_out), str(r_life), str(os.getpid()), self._config.worker_id,
-                pass_fds=(r_in, w_out, r_life),
-                start_new_session=True,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=w_print, stderr=w_print,
-                env=self._config.env,
-            )
-        except BaseException:
+            if forks is not None:
+                self.proc = await forks.fork((r_in, w_out, r_life, w_print))
+            else:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "app.worker.child",
+                    str(r_in), str(w_out), str(r_life), str(os.getpid()),
+                    self._config.worker_id,
+                    pass_fds=(r_in, w_out, r_life),
+                    start_new_session=True,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=w_print, stderr=w_print,
+                    env=self._config.env,
+                )
+                UNREAPED.add(self.proc.pid)
+        except BaseException as exc:
             for fd in (w_in, r_out, w_life, r_print):
                 os.close(fd)
+            if isinstance(exc, ForkFailed):
+                raise ChildGone(str(exc)) from None
             raise
         finally:
             for fd in (r_in, w_out, r_life, w_print):
                 os.close(fd)
-        UNREAPED.add(self.proc.pid)
         self._me = read_proc(self.proc.pid)
         self._write_fd, self._lifeline_fd, self._output_fd = w_in, w_life, r_print
         os.set_blocking(w_in, True)

@@ -52,6 +52,13 @@ def is_subreaper() -> bool:
     return _subreaper
 
 
+def new_worker_id() -> str:
+    """A pool's id: ``host:pid:random``."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
 def marker_entry(worker_id: str) -> bytes:
     """The environment entry that marks the processes of one pool's tasks."""
     return f"{POOL_MARKER}={worker_id}".encode()

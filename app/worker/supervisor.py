@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +35,10 @@ from app.worker.endings import (
     crash_outcome,
     killed_outcome,
 )
+from app.worker.forks import ForkFailed, ForkServer
+from app.worker.output import OutputCapture, OutputProtocol
 from app.worker.process import INTERRUPT, UNREAPED, ChildConfig, ChildGone, ChildProcess
-from app.worker.procs import is_subreaper
+from app.worker.procs import is_subreaper, new_worker_id
 from app.worker.services import SupervisorServices
 from plugins_bridge.warehouse import Warehouse
 
@@ -72,14 +73,14 @@ class Slot:
 class Supervisor:
     def __init__(self, queue: TaskQueue, settings: Settings, options: PoolOptions | None = None,
                  *, worker_id: str | None = None, clock: Clock = time.time,
-                 warehouse: Warehouse | None = None) -> None:
+                 warehouse: Warehouse | None = None, forks: ForkServer | None = None) -> None:
         self.queue = queue
         self.services = SupervisorServices(queue, warehouse)
         self._calls: set[asyncio.Task[None]] = set()
         self.settings = settings
         self.options = options or PoolOptions()
         self.clock = clock
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
         self.slots = [Slot(i) for i in range(self.options.concurrency)]
         self._child_config = ChildConfig(
             env=child_environment(), redactor=queue.redact, worker_id=self.worker_id,
@@ -99,6 +100,12 @@ class Supervisor:
         self.capabilities = Capabilities((), self.options.queues)
         self._last_cleanup = 0.0
         self._last_zombies = 0.0
+        # where children come from (app/worker/forkserver.py); launched early by
+        # ``stockq worker``, else at the start of run(); None once forking is refused
+        self._forks: ForkServer | None = forks
+        self._forks_lock = asyncio.Lock()
+        self._spawn_only = False
+        self._forks_output: asyncio.ReadTransport | None = None
 
     @property
     def processed(self) -> int:
@@ -109,8 +116,64 @@ class Supervisor:
                 "worker": self.worker_id, "execution_id": task.execution_id or None}
 
     # ------------------------------------------------------------------ children
+    async def _fork_server(self) -> ForkServer | None:
+        """The pool's fork server, ready (a new one when it died); None when children
+        are started as fresh interpreters instead (a plugin started a thread at
+        import: a fork would lose it)."""
+        async with self._forks_lock:
+            forks = self._forks
+            if self._spawn_only:
+                return None
+            if forks is not None and forks.alive and forks.ready:
+                return forks
+            if forks is not None and not forks.alive:  # killed: its children with it
+                code = await self._stop_fork_server(forks)
+                log.error("worker.forkserver_died", worker=self.worker_id, pid=forks.pid,
+                          exit_code=code)
+                forks = None
+            if forks is None:
+                forks = self._forks = ForkServer.launch(self._child_config.env,
+                                                        self.worker_id)
+            UNREAPED.add(forks.pid)
+            await self._capture_output(forks.output_fd)
+            try:
+                ready = await forks.attach()
+            except (ForkFailed, TimeoutError) as exc:
+                log.error("worker.forkserver_failed", worker=self.worker_id, error=str(exc))
+                await self._stop_fork_server(forks)
+                raise ChildGone(f"the fork server did not start: {exc}") from None
+            if not ready.get("fork_safe"):
+                log.warning("worker.forkserver_unsafe", worker=self.worker_id,
+                            reason="a thread was running after the plugins were loaded; "
+                                   "children start as fresh interpreters")
+                self._spawn_only = True
+                await self._stop_fork_server(forks)
+                return None
+            log.info("worker.forkserver_started", worker=self.worker_id, pid=forks.pid)
+            return forks
+
+    async def _stop_fork_server(self, forks: ForkServer) -> int | None:
+        """Stop (or collect) a fork server; its exit code."""
+        await forks.stop()
+        UNREAPED.discard(forks.pid)
+        if self._forks is forks:
+            self._forks = None
+        return forks.proc.returncode
+
+    async def _capture_output(self, fd: int) -> None:
+        """What the fork server prints (the plugins' imports) is masked and bounded
+        like a child's idle output (app/worker/output.py)."""
+        if self._forks_output is not None:
+            self._forks_output.close()
+        capture = OutputCapture(self._child_config.redactor,
+                                keep_bytes=self._child_config.output_keep_bytes,
+                                log_bytes=self._child_config.output_log_bytes)
+        self._forks_output, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: OutputProtocol(capture), os.fdopen(fd, "rb", 0))
+
     async def _spawn(self) -> ChildProcess:
-        child = await ChildProcess(self._child_config).start()
+        forks = await self._fork_server()
+        child = await ChildProcess(self._child_config).start(forks=forks)
         log.info("worker.spawned", worker=self.worker_id, pid=child.pid)
         return child
 
@@ -154,11 +217,18 @@ class Supervisor:
         for sig in signals:
             loop.add_signal_handler(sig, self.request_stop)
         try:
+            forks = await self._fork_server()
+            if forks is not None:  # the plugins are known before the children exist
+                self._advertise(forks.ready)
+            beat = asyncio.create_task(self._heartbeat()) if forks is not None else None
             children = await asyncio.gather(*(self._spawn() for _ in self.slots))
             for slot, child in zip(self.slots, children, strict=True):
                 slot.child = child
-            self._advertise(children[0].ready)
-            await self._heartbeat()
+            if beat is None:
+                self._advertise(children[0].ready)
+                await self._heartbeat()
+            else:
+                await beat
             self._prepare_spare()
             for slot in self.slots:
                 slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
@@ -241,6 +311,12 @@ class Supervisor:
                 pass
         await asyncio.gather(*(c.stop() for c in children), *self._retiring,
                              return_exceptions=True)
+        forks, self._forks = self._forks, None
+        if forks is not None:
+            await forks.stop()
+            UNREAPED.discard(forks.pid)
+        if self._forks_output is not None:
+            self._forks_output.close()
 
     async def _every(self, interval: float, job: Any) -> None:
         while True:
