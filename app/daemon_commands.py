@@ -13,14 +13,20 @@ from app.settings import Settings, load_settings
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from app import entry
     from app.settings import child_environment
     from app.worker.forkserver import launch
     from app.worker.procs import new_worker_id
 
     settings = load_settings()
-    # the fork server loads the plugins while this process imports the rest
-    worker_id = new_worker_id()
-    forks = launch(child_environment(), worker_id)
+    # the fork server loads the plugins while this process imports the rest: started
+    # by the console script before app.cli was imported (app/entry.py), or now
+    early = entry.take()
+    if early is not None:
+        worker_id, forks = early
+    else:
+        worker_id = new_worker_id()
+        forks = launch(child_environment(), worker_id)
 
     from app.worker.main import run_worker
     from app.worker.supervisor import PoolOptions

@@ -28,6 +28,7 @@ server → supervisor ``ready``, ``{"type": "forked", "id": N, "pid": P}``,
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -39,6 +40,11 @@ import sys
 from app.worker.lifeline import die_with_parent
 
 MAX_RECORD = 1 << 16
+# Imported once the server has been idle this long after ``ready``, so that children
+# forked later have them: ``requests`` (the TuShare clients import it at their first
+# call).  None of them starts a thread.
+DEFERRED_IMPORTS = ("requests",)
+IDLE_BEFORE_DEFERRED = 0.2
 
 
 def launch(env: dict[str, str], worker_id: str
@@ -62,6 +68,16 @@ def launch(env: dict[str, str], worker_id: str
         theirs.close()
         os.close(w_print)
     return ours, proc, r_print
+
+
+def _import_deferred(names: list[str]) -> None:
+    """Import what plugins use but the first children need not wait for (a child
+    forked before imports it at its first use)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def _send(sock: socket.socket, message: dict[str, object]) -> None:
@@ -146,8 +162,14 @@ def serve(sock: socket.socket, worker_id: str) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     _send(sock, {**loaded.ready, "fork_safe": fork_safe})
     sock_fd = sock.fileno()
+    deferred = list(DEFERRED_IMPORTS)
     while True:
-        readable, _, _ = select.select([sock_fd, wake_r], [], [])
+        readable, _, _ = select.select([sock_fd, wake_r], [], [],
+                                       IDLE_BEFORE_DEFERRED if deferred else None)
+        if not readable and deferred:  # the first children are forked: now the rest
+            _import_deferred(deferred)
+            deferred = []
+            continue
         if wake_r in readable:
             os.read(wake_r, 512)
         _reap(sock)

@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-
 from plugins_bridge import services
 from plugins_bridge.errors import PluginError
 from plugins_bridge.proxy import active_proxy
@@ -46,7 +44,7 @@ class PluginCalls:
 
 _active: list[PluginCalls] = []  # process-wide: a plugin may call from its own threads
 _token: list[str] = []
-_session: list[requests.Session] = []
+_session: list[Any] = []  # one requests.Session (imported at the first call)
 _installed: list[bool] = []
 
 
@@ -88,6 +86,8 @@ def _query(api: Any, original: Any, api_name: str, fields: Any = "", **params: A
     from plugins_bridge.tushare.client import TushareClient
 
     if not _session:
+        import requests
+
         session = requests.Session()
         session.trust_env = False  # the proxy is passed explicitly, never the environment
         _session.append(session)

@@ -37,8 +37,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-import requests
-
 from plugins_bridge.errors import (
     BadParameters,
     ConfigurationError,
@@ -49,6 +47,8 @@ from plugins_bridge.errors import (
 )
 
 if TYPE_CHECKING:
+    import requests
+
     from app.settings import Settings
 
 DEFAULT_URL = "http://api.waditu.com/dataapi"
@@ -173,7 +173,11 @@ class TushareClient:
         self.timeout = timeout
         self.proxies = proxies
         self._own_session = session is None
-        self.session = requests.Session() if session is None else session
+        if session is None:
+            import requests  # at the first client: a worker's fork server defers it
+
+            session = requests.Session()
+        self.session = session
 
     @classmethod
     def from_settings(cls, settings: Settings, *,
@@ -245,6 +249,8 @@ class TushareClient:
         extra: dict[str, Any] = {} if self.proxies is None else {"proxies": self.proxies}
         if self.acquire is not None:
             self.acquire(api_name)
+        import requests
+
         try:
             response = self.session.post(f"{self.base_url}/{api_name}", json=body,
                                          timeout=self.timeout, **extra)
