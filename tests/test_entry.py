@@ -3,6 +3,7 @@ command lines start one, with what environment, and that the worker takes it ove
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ def test_which_command_lines_run_a_worker(argv: list[str],
 
 @pytest.fixture
 def plugins_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in [k for k in os.environ if k.startswith("STOCKQ_")]:
+        monkeypatch.delenv(name)  # the server's settings are these alone
     monkeypatch.setenv("STOCKQ_PLUGINS", WORKER_PLUGINS)
     monkeypatch.setenv("STOCKQ_BUILTIN_PLUGINS", "false")
     monkeypatch.setenv("STOCKQ_DATA_DIR", str(tmp_path))
@@ -46,6 +49,15 @@ def test_a_worker_command_line_starts_its_fork_server_first(plugins_env: None) -
     assert early is not None and entry.take() is None  # taken once
     worker_id, (sock, proc, output_fd) = early
     try:
+        sock.settimeout(60)
+        ready = json.loads(sock.recv(1 << 16) or b"{}")  # the plugins are loaded
+        os.set_blocking(output_fd, False)
+        try:
+            printed = os.read(output_fd, 1 << 16)
+        except BlockingIOError:
+            printed = b""
+        assert ready.get("type") == "ready", (proc.poll(), printed)
+        assert ready["fork_safe"] and "quick" in [name for name, _ in ready["plugins"]]
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         assert b"app.worker.forkserver" in cmdline and worker_id.encode() in cmdline
         env = proc_environ(proc.pid)
