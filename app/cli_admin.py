@@ -5,16 +5,16 @@ show, retry, cancel): the same reads and services as ``GET /health`` and the
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app import queries
 from app.cli_format import TASK_COLUMNS, ago, local_time, print_json, table, task_row
-from app.executions import cancel_execution, retry_execution
-from app.liveness import Beat, live
 from app.models import Execution, ExecutionStatus
 from app.queue import TaskQueue, iso_time
 from app.redis_client import redis_errors
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.liveness import Beat
 
 
 async def _running_by_worker(queue: TaskQueue) -> dict[str, list[tuple[str, str]]]:
@@ -47,6 +47,8 @@ def local_time_iso(ms: int) -> str:
 
 
 async def cmd_workers(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
+    from app.liveness import live  # (at use: `stockq worker` starts sooner)
+
     workers = await live(queue, "worker")
     schedulers, apis = await live(queue, "scheduler"), await live(queue, "api")
     running = await _running_by_worker(queue)
@@ -94,6 +96,8 @@ def _execution_row(e: Execution, zone: str) -> list[Any]:
 
 async def cmd_executions_list(args: argparse.Namespace, settings: Settings,
                               queue: TaskQueue) -> int:
+    from app import queries
+
     page = await queries.list_executions(
         queue, status=args.status, trigger_types=args.trigger or (), group=args.group,
         limit=args.limit, cursor=args.cursor)
@@ -113,6 +117,8 @@ async def cmd_executions_list(args: argparse.Namespace, settings: Settings,
 
 async def cmd_executions_show(args: argparse.Namespace, settings: Settings,
                               queue: TaskQueue) -> int:
+    from app import queries
+
     execution = await queries.get_execution(queue, args.execution_id)
     ids = await queries.execution_task_ids(queue, execution)
     tasks = [t for t in await queries.get_many(queue, ids) if t is not None]
@@ -138,6 +144,8 @@ async def cmd_executions_show(args: argparse.Namespace, settings: Settings,
 
 async def cmd_executions_retry(args: argparse.Namespace, settings: Settings,
                                queue: TaskQueue) -> int:
+    from app.executions import retry_execution
+
     new_ids = await retry_execution(queue, args.execution_id, from_start=args.from_start)
     if args.json:
         print_json({"execution_id": args.execution_id, "task_ids": new_ids})
@@ -149,6 +157,8 @@ async def cmd_executions_retry(args: argparse.Namespace, settings: Settings,
 
 async def cmd_executions_cancel(args: argparse.Namespace, settings: Settings,
                                 queue: TaskQueue) -> int:
+    from app.executions import cancel_execution
+
     counts = await cancel_execution(queue, args.execution_id)
     if args.json:
         print_json({"execution_id": args.execution_id, **counts})

@@ -10,13 +10,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from app import queries
 from app.cli_format import TASK_COLUMNS, print_json, show_task, table, task_row
 from app.models import Task, TaskStatus
 from app.queue import TaskQueue
 from app.settings import Settings
-from app.submission import build_spec
-from plugins_bridge.registry import PluginRegistry
 
 EXIT_FAILED = 1
 Command = Callable[[argparse.Namespace, Settings, TaskQueue], Awaitable[int]]
@@ -39,6 +36,9 @@ def _kv_json(text: str) -> tuple[str, Any]:
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
+    from app.submission import build_spec  # (at use: `stockq worker` starts sooner)
+    from plugins_bridge.registry import PluginRegistry
+
     registry = PluginRegistry.from_settings(settings)
     params: dict[str, Any] = dict(args.param or [])
     params.update(dict(args.param_json or []))
@@ -178,6 +178,8 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings, queue: TaskQue
 
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
+    from app import queries
+
     page = await queries.list_tasks(
         queue, status=args.status, plugin=args.plugin, execution_id=args.execution,
         limit=args.limit, cursor=args.cursor,
@@ -195,6 +197,8 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings, queue: TaskQue
 
 
 async def cmd_stats(args: argparse.Namespace, settings: Settings, queue: TaskQueue) -> int:
+    from app import queries
+
     stats = (await queries.queue_stats(queue)).to_dict()
     if args.json:
         print_json(stats)

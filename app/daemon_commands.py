@@ -14,8 +14,8 @@ from app.settings import Settings, load_settings
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from app import entry
-    from app.settings import child_environment
-    from app.worker.forkserver import launch
+    from app.environment import child_environment
+    from app.worker.forkserver_launch import launch
     from app.worker.procs import new_worker_id
 
     settings = load_settings()

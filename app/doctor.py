@@ -19,11 +19,14 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from app.doctor_live import Live
 from app.errors import StockqError
 from app.redis_client import create_client, ping
 from app.settings import DEMO_NAMESPACE, Settings, load_settings, redact_url
+
+if TYPE_CHECKING:
+    from app.doctor_live import Live
 
 
 @dataclass(frozen=True, slots=True)

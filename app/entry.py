@@ -11,11 +11,13 @@ app/cli.py.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 
-_early: tuple[str, tuple[socket.socket, subprocess.Popen[bytes], int]] | None = None
+TYPE_CHECKING = False  # (``typing`` is not imported before the launch)
+if TYPE_CHECKING:
+    from app.worker.forkserver_launch import Launched
+
+_early: tuple[str, Launched] | None = None
 
 
 def _worker_namespace(argv: list[str]) -> tuple[bool, str | None]:
@@ -41,21 +43,20 @@ def start_early(argv: list[str]) -> None:
     worker, namespace = _worker_namespace(argv)
     if not worker:
         return
-    from app.settings import NAMESPACE_PATTERN, child_environment
-    from app.worker.forkserver import launch
+    from app.environment import child_environment
+    from app.worker.forkserver_launch import launch
     from app.worker.procs import new_worker_id
 
     env = child_environment()
     if namespace is not None:
-        if not NAMESPACE_PATTERN.fullmatch(namespace):
-            return  # the command line says why
+        # (an invalid name ends the command before the server matters: it dies with us)
         env["STOCKQ_NAMESPACE"] = namespace
         env.pop("STOCKQ_KEY_PREFIX", None)
     worker_id = new_worker_id()
     _early = worker_id, launch(env, worker_id)
 
 
-def take() -> tuple[str, tuple[socket.socket, subprocess.Popen[bytes], int]] | None:
+def take() -> tuple[str, Launched] | None:
     """The fork server started early and the pool id it was started for (once)."""
     global _early
     early, _early = _early, None

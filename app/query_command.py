@@ -14,9 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from app.cli_format import local_time, table
@@ -44,6 +42,9 @@ def _call(args: argparse.Namespace, path: str, body: dict[str, Any] | None = Non
     headers = {"Content-Type": "application/json"}
     if settings.api_token:
         headers["Authorization"] = f"Bearer {settings.api_token}"
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{base}{path}", data=data, headers=headers,
                                      method="POST" if body is not None else "GET")

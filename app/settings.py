@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.environment import PROXY_ENVIRONMENT
 from app.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -412,16 +413,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.default_timeout_seconds > settings.max_timeout_seconds:
         raise ConfigError("STOCKQ_DEFAULT_TIMEOUT exceeds STOCKQ_MAX_TIMEOUT")
     return settings
-
-
-PROXY_ENVIRONMENT = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                     "all_proxy")
-
-
-def child_environment() -> dict[str, str]:
-    """The environment a worker child starts with: this one without proxy variables
-    (the child sets them only while a task runs)."""
-    return {k: v for k, v in os.environ.items() if k not in PROXY_ENVIRONMENT}
 
 
 def scrub_proxy_environment() -> list[str]:

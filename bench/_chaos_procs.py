@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.environment import PROXY_ENVIRONMENT
 from app.local_redis import free_port
 from app.logs import read_log_records
-from app.settings import PROXY_ENVIRONMENT
 from bench._procfs import children_of, pid_alive
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 
+from app.environment import PROXY_ENVIRONMENT
 from app.logs import read_log_records
 from app.queue import TaskQueue
-from app.settings import PROXY_ENVIRONMENT
 from bench._procfs import (
     children_of,
     cpu_seconds,

@@ -110,7 +110,7 @@ class Results:
 
 
 def sidecar_env(redis_url: str, log_level: str) -> dict[str, str]:
-    from app.settings import PROXY_ENVIRONMENT
+    from app.environment import PROXY_ENVIRONMENT
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("STOCKQ_") and k not in PROXY_ENVIRONMENT

@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 import structlog
 
 import app.logs
+from app.environment import PROXY_ENVIRONMENT
 from app.logs import configure_logging
 from app.queue import TaskQueue
-from app.settings import PROXY_ENVIRONMENT, Settings
+from app.settings import Settings
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def test_a_worker_command_line_starts_its_fork_server_first(plugins_env: None) -
     entry.start_early(["--namespace", "early-ns", "worker", "--concurrency", "1"])
     early = entry.take()
     assert early is not None and entry.take() is None  # taken once
-    worker_id, (sock, proc, output_fd) = early
+    worker_id, (sock_fd, proc, output_fd) = early
+    sock = socket.socket(fileno=sock_fd)
     try:
         sock.settimeout(60)
         ready = json.loads(sock.recv(1 << 16) or b"{}")  # the plugins are loaded
@@ -69,7 +71,7 @@ def test_a_worker_command_line_starts_its_fork_server_first(plugins_env: None) -
         os.close(output_fd)
 
 
-def test_no_fork_server_for_other_commands_or_a_bad_namespace(plugins_env: None) -> None:
-    for argv in (["run", "--demo"], ["worker", "--help"], ["--namespace", "no/slash", "worker"]):
+def test_no_fork_server_for_other_commands(plugins_env: None) -> None:
+    for argv in (["run", "--demo"], ["worker", "--help"], ["--version"]):
         entry.start_early(argv)
         assert entry.take() is None, argv

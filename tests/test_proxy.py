@@ -6,13 +6,9 @@ import os
 
 import pytest
 
+from app.environment import PROXY_ENVIRONMENT, child_environment
 from app.errors import ConfigError
-from app.settings import (
-    PROXY_ENVIRONMENT,
-    child_environment,
-    load_settings,
-    scrub_proxy_environment,
-)
+from app.settings import load_settings, scrub_proxy_environment
 from plugins_bridge.proxy import proxy_context
 
 NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")

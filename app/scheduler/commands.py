@@ -9,7 +9,6 @@ import json
 from app.cli_format import local_time, table
 from app.logs import configure_logging
 from app.queue import TaskQueue
-from app.scheduler.service import schedule_service
 from app.settings import Settings, load_settings
 from plugins_bridge.registry import PluginRegistry
 
@@ -24,6 +23,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 async def cmd_schedule_list(args: argparse.Namespace, settings: Settings,
                             queue: TaskQueue) -> int:
+    from app.scheduler.service import schedule_service  # APScheduler: only here
+
     service = schedule_service(queue, PluginRegistry.from_settings(settings))
     jobs = await service.describe()
     if args.json:
@@ -49,6 +50,8 @@ async def cmd_schedule_list(args: argparse.Namespace, settings: Settings,
 
 async def cmd_schedule_run(args: argparse.Namespace, settings: Settings,
                            queue: TaskQueue) -> int:
+    from app.scheduler.service import schedule_service  # APScheduler: only here
+
     service = schedule_service(queue, PluginRegistry.from_settings(settings))
     fire = await service.run_now(args.name)
     if args.json:

@@ -17,10 +17,9 @@ import json
 import os
 import signal
 import socket
-import subprocess
 from typing import Any
 
-from app.worker.forkserver import launch
+from app.worker.forkserver_launch import ServerProcess, launch
 
 MAX_RECORD = 1 << 16
 
@@ -50,9 +49,8 @@ class ForkedProcess:
 class ForkServer:
     """One fork server of a pool (see the module's text)."""
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes],
-                 output_fd: int) -> None:
-        self._sock = sock
+    def __init__(self, sock_fd: int, proc: ServerProcess, output_fd: int) -> None:
+        self._sock = socket.socket(fileno=sock_fd)
         self.proc = proc
         self.output_fd = output_fd  # its stdout and stderr, for an output capture
         self.ready: dict[str, Any] = {}
@@ -177,6 +175,6 @@ class ForkServer:
         self.close()
         try:
             await asyncio.to_thread(self.proc.wait, timeout)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             self.proc.kill()
             await asyncio.to_thread(self.proc.wait)

@@ -1,16 +1,17 @@
 """The fork server: where a pool's children come from.
 
-Started by the supervisor as ``python -m app.worker.forkserver SOCKET_FD SUPERVISOR_PID
-WORKER_ID`` (a fresh interpreter in a session of its own, with the children's
-environment), it asks to be SIGKILLed when the supervisor dies, then imports what a
-child runs and loads the plugins — once for the whole pool — and says ``ready`` (the
-plugins, as a child's ``ready`` does).  From then on each request of the supervisor
-(``fork``, with the child's four pipe ends passed as file descriptors) forks a child,
-which takes the steps of a spawned one (app/worker/child.py: its own session, death
-with its parent, the guard, subreaper, the pool's mark) and serves tasks with the
-plugins already loaded.  A fork takes a few milliseconds instead of an interpreter's
-start and the imports (a few hundred on a small machine); the supervisor learns each
-child's pid, and its exit status when it ends.
+Started by the supervisor (app/worker/forkserver_launch.py) as ``python -m
+app.worker.forkserver SOCKET_FD SUPERVISOR_PID WORKER_ID`` (a fresh interpreter in a
+session of its own, with the children's environment), it asks to be SIGKILLed when the
+supervisor dies, then imports what a child runs and loads the plugins — once for the
+whole pool — and says ``ready`` (the plugins, as a child's ``ready`` does). From then
+on each request of the supervisor (``fork``, with the child's four pipe ends passed as
+file descriptors) forks a child, which takes the steps of a spawned one
+(app/worker/child.py: its own session, death with its parent, the guard, subreaper,
+the pool's mark) and serves tasks with the plugins already loaded. A fork takes a few
+milliseconds instead of an interpreter's start and the imports (a few hundred on a
+small machine); the supervisor learns each child's pid, and its exit status when it
+ends.
 
 It runs no plugin code but the plugins' imports and holds no thread (it checks: a
 plugin that starts one at import makes it say ``fork_safe: false``, and the supervisor
@@ -28,51 +29,28 @@ server → supervisor ``ready``, ``{"type": "forked", "id": N, "pid": P}``,
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 
 from app.worker.lifeline import die_with_parent
 
 MAX_RECORD = 1 << 16
-# Imported once the server has been idle this long after ``ready``, so that children
+# Imported once the server has been idle this long after its first fork, so that children
 # forked later have them: ``requests`` (the TuShare clients import it at their first
 # call).  None of them starts a thread.
 DEFERRED_IMPORTS = ("requests",)
 IDLE_BEFORE_DEFERRED = 0.2
 
 
-def launch(env: dict[str, str], worker_id: str
-           ) -> tuple[socket.socket, subprocess.Popen[bytes], int]:
-    """Start a fork server for the supervisor (this process): the supervisor's end of
-    its socket, the process, and the read end of its stdout/stderr.  Light on purpose:
-    ``stockq worker`` calls it before it imports the rest of the supervisor."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    r_print, w_print = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.worker.forkserver", str(theirs.fileno()),
-             str(os.getpid()), worker_id],
-            pass_fds=(theirs.fileno(),), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=w_print, stderr=w_print, env=env)
-    except BaseException:
-        ours.close()
-        os.close(r_print)
-        raise
-    finally:
-        theirs.close()
-        os.close(w_print)
-    return ours, proc, r_print
-
-
 def _import_deferred(names: list[str]) -> None:
     """Import what plugins use but the first children need not wait for (a child
     forked before imports it at its first use)."""
+    import importlib
+
     for name in names:
         try:
             importlib.import_module(name)
@@ -162,10 +140,10 @@ def serve(sock: socket.socket, worker_id: str) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     _send(sock, {**loaded.ready, "fork_safe": fork_safe})
     sock_fd = sock.fileno()
-    deferred = list(DEFERRED_IMPORTS)
+    deferred, forked = list(DEFERRED_IMPORTS), 0
     while True:
         readable, _, _ = select.select([sock_fd, wake_r], [], [],
-                                       IDLE_BEFORE_DEFERRED if deferred else None)
+                                       IDLE_BEFORE_DEFERRED if deferred and forked else None)
         if not readable and deferred:  # the first children are forked: now the rest
             _import_deferred(deferred)
             deferred = []
@@ -181,6 +159,7 @@ def serve(sock: socket.socket, worker_id: str) -> int:
         request = json.loads(data)
         if request.get("type") == "fork" and fork_safe:
             _fork(sock, (wake_r, wake_w), request, fds, worker_id, loaded)
+            forked += 1
         else:
             for fd in fds:
                 os.close(fd)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 
 from app.errors import RedisUnavailable
 from app.logs import get_logger
@@ -12,6 +10,7 @@ from app.queue import TaskQueue
 from app.redis_client import create_client, ping
 from app.settings import Settings, scrub_proxy_environment
 from app.worker.forks import ForkServer
+from app.worker.forkserver_launch import Launched
 from app.worker.procs import become_subreaper
 from app.worker.supervisor import PoolOptions, Supervisor
 from plugins_bridge.warehouse import open_warehouse
@@ -40,10 +39,10 @@ async def wait_for_redis(settings: Settings, *, wait: bool) -> None:
 
 async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = False,
                      worker_id: str | None = None,
-                     forks: tuple[socket.socket, subprocess.Popen[bytes], int] | None = None
+                     forks: Launched | None = None
                      ) -> int:
     """Run a pool; ``forks`` is its fork server if ``stockq worker`` launched it
-    already (app/worker/forkserver.py: launch), with ``worker_id`` the pool's id."""
+    already (app/worker/forkserver_launch.py), with ``worker_id`` the pool's id."""
     removed = scrub_proxy_environment()
     if removed:
         log.warning("worker.proxy_environment_removed", names=removed,

@@ -53,10 +53,8 @@ def is_subreaper() -> bool:
 
 
 def new_worker_id() -> str:
-    """A pool's id: ``host:pid:random``."""
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+    """A pool's id: ``host:pid:random`` (the host as ``socket.gethostname()`` says)."""
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 def marker_entry(worker_id: str) -> bytes:

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from app.environment import child_environment
 from app.errors import RedisUnavailable, StockqError
 from app.keys import DEFAULT_QUEUE
 from app.logs import get_logger
 from app.models import WorkItem
 from app.queue import Clock, TaskQueue, iso_time
-from app.settings import Settings, child_environment
+from app.settings import Settings
 from app.worker import tree
 from app.worker.capabilities import Capabilities, capabilities
 from app.worker.endings import (
@@ -218,20 +219,20 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             forks = await self._fork_server()
-            if forks is not None:  # the plugins are known before the children exist
-                self._advertise(forks.ready)
-            beat = asyncio.create_task(self._heartbeat()) if forks is not None else None
-            children = await asyncio.gather(*(self._spawn() for _ in self.slots))
-            for slot, child in zip(self.slots, children, strict=True):
-                slot.child = child
-            if beat is None:
+            if forks is not None:  # the plugins are known before the children exist:
+                self._advertise(forks.ready)  # each slot claims once its child is forked
+                beat = asyncio.create_task(self._heartbeat())
+                await asyncio.gather(*(self._start_slot(slot) for slot in self.slots))
+                await beat
+            else:  # fresh interpreters say what they loaded
+                children = await asyncio.gather(*(self._spawn() for _ in self.slots))
+                for slot, child in zip(self.slots, children, strict=True):
+                    slot.child = child
                 self._advertise(children[0].ready)
                 await self._heartbeat()
-            else:
-                await beat
+                for slot in self.slots:
+                    slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
             self._prepare_spare()
-            for slot in self.slots:
-                slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
             self._background = [
                 asyncio.create_task(self._every(min(2.0, self.settings.lease_seconds / 3),
                                                 self._renew)),
@@ -253,6 +254,10 @@ class Supervisor:
             await self._shutdown_children()
         log.info("worker.stopped", worker=self.worker_id, processed=self.processed)
         return 0
+
+    async def _start_slot(self, slot: Slot) -> None:
+        slot.child = await self._spawn()
+        slot.loop_task = asyncio.create_task(self._guarded_slot(slot))
 
     def request_stop(self) -> None:
         """First call: drain; second call: stop at once."""
