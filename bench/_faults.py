@@ -12,7 +12,7 @@ from typing import Any
 from app.models import TaskSpec
 from app.queue import new_id
 from bench._pool import Bench, Worker, iso_epoch
-from bench._procfs import children_of, pid_alive
+from bench._procfs import pid_alive, pool_processes
 
 BUDGET_TIMEOUT_DETECT_S = 0.2  # deadline -> task hash failed/retrying (timeout)
 BUDGET_TIMEOUT_NEXT_S = 1.0  # deadline (the kill starts) -> next queued task running
@@ -90,7 +90,7 @@ async def crash_once(b: Bench, pool: list[Worker], i: int, delay: float) -> dict
                       task_id=tid)
     h = await b.wait_status(tid, {"running"}, timeout=10)
     victim = owner(pool, h["worker"])
-    kids = list(children_of(victim.pid))
+    kids = pool_processes(victim.pid)
     await asyncio.sleep(delay)
     t_kill = time.time()
     victim.kill()

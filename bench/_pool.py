@@ -22,8 +22,8 @@ from app.environment import PROXY_ENVIRONMENT
 from app.logs import read_log_records
 from app.queue import TaskQueue
 from bench._procfs import (
-    children_of,
     cpu_seconds,
+    pool_processes,
 )
 from bench._redis import BenchRedis
 
@@ -35,8 +35,9 @@ PLUGINS = "plugins_bridge.examples:EXAMPLES,bench.plugins:PLUGINS"
 
 
 def pool_cpu(sup: int) -> tuple[float, float]:
-    """(supervisor CPU s, CPU s of all its children so far, live and reaped)."""
-    live = sum(cpu_seconds(c) for c in children_of(sup))
+    """(supervisor CPU s, CPU s of all its children so far, live and reaped: the fork
+    server, the children it forked and reaped, and the guards)."""
+    live = sum(cpu_seconds(c) + cpu_seconds(c, reaped=True) for c in pool_processes(sup))
     return cpu_seconds(sup), cpu_seconds(sup, reaped=True) + live
 
 

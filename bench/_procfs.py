@@ -38,6 +38,16 @@ def children_of(pid: int) -> Iterator[int]:
                 continue
 
 
+def pool_processes(pid: int) -> list[int]:
+    """A supervisor's children and theirs: the fork server's children are the pool's
+    children, a spawned child's child is its guard."""
+    found = []
+    for child in children_of(pid):
+        found.append(child)
+        found.extend(children_of(child))
+    return found
+
+
 def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     """utime+stime of ``pid`` (with ``reaped``: of its waited-for children instead)."""
     try:
