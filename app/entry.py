@@ -43,15 +43,14 @@ def start_early(argv: list[str]) -> None:
     worker, namespace = _worker_namespace(argv)
     if not worker:
         return
-    from app.environment import child_environment
+    from app.environment import child_environment, set_namespace
     from app.worker.forkserver_launch import launch
     from app.worker.procs import new_worker_id
 
     env = child_environment()
     if namespace is not None:
         # (an invalid name ends the command before the server matters: it dies with us)
-        env["STOCKQ_NAMESPACE"] = namespace
-        env.pop("STOCKQ_KEY_PREFIX", None)
+        set_namespace(env, namespace)
     worker_id = new_worker_id()
     _early = worker_id, launch(env, worker_id)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.environment import PROXY_ENVIRONMENT
+from app.environment import PROXY_ENVIRONMENT, set_namespace
 from app.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -267,8 +267,7 @@ def use_namespace(name: str) -> None:
     children) use ``NAME`` whatever the environment says (ConfigError when invalid)."""
     if not NAMESPACE_PATTERN.fullmatch(name):
         raise ConfigError(f"namespace {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
-    os.environ["STOCKQ_NAMESPACE"] = name
-    os.environ.pop("STOCKQ_KEY_PREFIX", None)
+    set_namespace(os.environ, name)
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:

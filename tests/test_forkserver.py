@@ -21,8 +21,9 @@ from tests.workers import (
     WorkerProcess,
     children_of,
     pid_alive,
+    wait_status,
     wait_until,
-    worker_env,
+    worker_starter,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,18 +40,8 @@ def parent_of(pid: int) -> int:
 
 @pytest.fixture
 def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        w = WorkerProcess(worker_env(redis_url, **env), tmp_path / f"w{len(started)}.log",
-                          *args)
-        started.append(w)
-        w.wait_started()
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
+    with worker_starter(redis_url, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
@@ -58,13 +49,6 @@ def producer(redis_url: str) -> Iterator[Producer]:
     p = Producer(Settings(redis_url=redis_url))
     yield p
     p.close()
-
-
-def wait_status(r: redis.Redis, task_id: str, *statuses: str) -> dict[str, str]:
-    def ended() -> dict[str, str] | None:
-        h: dict[str, str] = r.hgetall(f"stock:task:{task_id}")  # type: ignore[assignment]
-        return h if h.get("status") in statuses else None
-    return wait_until(ended, 60, f"task {task_id} to be {'/'.join(statuses)}")  # type: ignore[no-any-return]
 
 
 def test_a_killed_fork_server_costs_its_running_task_one_attempt(
@@ -84,7 +68,7 @@ def test_a_killed_fork_server_costs_its_running_task_one_attempt(
 
     os.kill(server, signal.SIGKILL)
     wait_until(lambda: not pid_alive(child), 10, "its child to die with it")
-    retried = wait_status(r, tid, "pending", "retrying", "running", "completed")
+    retried = wait_status(r, tid, "pending", "retrying", "running", "completed", timeout=60)
     assert retried.get("last_error_type") == "worker_lost", retried
     # the pool goes on: a new fork server, a new child, attempt 2 runs there
     old, again = wait_until(lambda: fork_servers(w)[1:] and fork_servers(w), 30,
@@ -109,7 +93,7 @@ def test_a_plugin_thread_started_at_import_makes_children_start_fresh(
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     assert w.events("worker.forkserver_unsafe") and not fork_servers(w)
     tid, _ = producer.enqueue(TaskSpec.build("threaded"))
-    done = wait_status(r, tid, "completed", "failed")
+    done = wait_status(r, tid, "completed", "failed", timeout=60)
     assert done["status"] == "completed", done  # its thread is there: a fresh interpreter
     children = list(children_of(w.pid))
     assert children and all(b"app.worker.child" in Path(f"/proc/{c}/cmdline").read_bytes()

@@ -24,7 +24,14 @@ from app.models import TaskSpec
 from app.queue import TaskQueue
 from app.settings import Settings
 from app.worker.procs import Proc, carries, marker_entry, process_table, read_proc
-from tests.workers import ROOT, WorkerProcess, wait_until, worker_env
+from tests.workers import (
+    ROOT,
+    WorkerProcess,
+    wait_status,
+    wait_until,
+    worker_env,
+    worker_starter,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,32 +54,15 @@ async def live_queue(redis_url: str) -> AsyncIterator[TaskQueue]:
 
 @pytest.fixture
 def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        w = WorkerProcess(worker_env(redis_url, STOCKQ_TUSHARE_TOKEN=TOKEN, **env),
-                          tmp_path / f"worker{len(started)}.log", "--concurrency", "1", *args)
-        started.append(w)
-        w.wait_started()
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
+    with worker_starter(redis_url, tmp_path, "--concurrency", "1",
+                        STOCKQ_TUSHARE_TOKEN=TOKEN) as start:
+        yield start
 
 
 async def submit(q: TaskQueue, plugin: str, **kw: Any) -> str:
     tid, created = await q.enqueue(TaskSpec.build(plugin, params=kw.pop("params", {}), **kw))
     assert created
     return tid
-
-
-def wait_status(r: redis.Redis, task_id: str, *statuses: str, timeout: float = 30
-                ) -> dict[str, str]:
-    def ended() -> dict[str, str] | None:
-        h: dict[str, str] = r.hgetall(f"stock:task:{task_id}")  # type: ignore[assignment]
-        return h if h.get("status") in statuses else None
-    return wait_until(ended, timeout, f"task {task_id} to be {'/'.join(statuses)}")  # type: ignore[no-any-return]
 
 
 def alive(proc: Proc) -> bool:

@@ -24,7 +24,7 @@ from tests.workers import (
     pid_alive,
     proc_environ,
     wait_until,
-    worker_env,
+    worker_starter,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,18 +47,8 @@ async def live_queue(redis_url: str) -> AsyncIterator[TaskQueue]:
 
 @pytest.fixture
 def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, command: str = "worker", **env: str) -> WorkerProcess:
-        w = WorkerProcess(worker_env(redis_url, **env), tmp_path / f"worker{len(started)}.log",
-                          *args, command=command)
-        started.append(w)
-        w.wait_started()
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
+    with worker_starter(redis_url, tmp_path) as start:
+        yield start
 
 
 def status_of(r: redis.Redis, task_id: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,38 @@ class WorkerProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+@contextmanager
+def worker_starter(redis_url: str, directory: Path, *default_args: str,
+                   **default_env: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start(*args, command="worker", **env)`` starts a worker (``default_args``
+    first, ``env`` over ``default_env``), its log in ``directory``, and waits until it
+    runs; every one started is killed when the block ends."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, command: str = "worker", **env: str) -> WorkerProcess:
+        w = WorkerProcess(worker_env(redis_url, **{**default_env, **env}),
+                          directory / f"worker{len(started)}.log", *default_args, *args,
+                          command=command)
+        started.append(w)
+        w.wait_started()
+        return w
+
+    try:
+        yield start
+    finally:
+        for w in started:
+            w.kill()
+
+
+def wait_status(r: Any, task_id: str, *statuses: str, timeout: float = 30) -> dict[str, str]:
+    """The task's hash once its status is one of ``statuses`` (``r``: a synchronous
+    redis client with decode_responses)."""
+    def ended() -> dict[str, str] | None:
+        h: dict[str, str] = r.hgetall(f"stock:task:{task_id}")
+        return h if h.get("status") in statuses else None
+    return wait_until(ended, timeout, f"task {task_id} to be {'/'.join(statuses)}")  # type: ignore[no-any-return]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition",

@@ -19,9 +19,8 @@ import signal
 import socket
 from typing import Any
 
+from app.worker.forkserver import MAX_RECORD
 from app.worker.forkserver_launch import ServerProcess, launch
-
-MAX_RECORD = 1 << 16
 
 
 class ForkFailed(Exception):

@@ -160,11 +160,11 @@ def serve(sock: socket.socket, worker_id: str) -> int:
         if request.get("type") == "fork" and fork_safe:
             _fork(sock, (wake_r, wake_w), request, fds, worker_id, loaded)
             forked += 1
-        else:
+        else:  # (the supervisor does not ask an unsafe server; never leave it waiting)
             for fd in fds:
                 os.close(fd)
-            if request.get("type") == "stop":
-                return 0
+            _send(sock, {"type": "fork_failed", "id": request.get("id"),
+                         "error": "not forking: a thread runs in the fork server"})
 
 
 def main(argv: list[str]) -> int:
