@@ -15,13 +15,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from app.cli_admin import add_parsers as add_admin_parsers
-from app.cli_tasks import Command
-from app.cli_tasks import add_parsers as add_task_parsers
-from app.daemon_commands import add_parsers as add_daemon_parsers
-from app.doctor import add_parser as add_doctor_parser
 from app.errors import (
     ConfigError,
     IllegalTransition,
@@ -31,12 +26,10 @@ from app.errors import (
     StockqError,
 )
 from app.logs import configure_logging
-from app.purge import add_parser as add_purge_parser
-from app.query_command import add_parser as add_query_parser
-from app.queue import TaskQueue
-from app.redis_client import create_client
-from app.scheduler.commands import add_parsers as add_schedule_parsers
 from app.settings import Settings, load_settings, use_namespace
+
+if TYPE_CHECKING:
+    from app.cli_tasks import Command
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_NOT_FOUND, EXIT_CONFIG = 1, 2, 3, 4, 5
 
@@ -95,10 +88,25 @@ def _exit_code(err: StockqError) -> int:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("stockq")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser._print_message(f"stockq {_version()}\n", sys.stdout)
+        parser.exit()
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: str = ""
@@ -114,10 +122,15 @@ def _commands(parser: argparse.ArgumentParser, prefix: str = ""
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, worker_only: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; ``worker_only``: with the long-running commands'
+    parsers alone (app/daemon_commands.py), for a ``stockq worker`` run, whose start-up
+    then does not import the other commands' modules (app/entry.py)."""
+    from app.daemon_commands import add_parsers as add_daemon_parsers
+
     parser = argparse.ArgumentParser(prog="stockq", description=DESCRIPTION, epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"stockq {_version()}",
+    parser.add_argument("--version", action=_VersionAction,
                         help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what a one-shot command does on stderr (-vv: debug); "
@@ -127,13 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "'stock'; `stockq run --demo` uses 'demo')")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="`stockq COMMAND --help` says more")
-    add_task_parsers(sub)
-    add_admin_parsers(sub)
-    add_daemon_parsers(sub)
-    add_schedule_parsers(sub)
-    add_query_parser(sub)
-    add_doctor_parser(sub)
-    add_purge_parser(sub)
+    if worker_only:
+        add_daemon_parsers(sub)
+    else:
+        from app.cli_admin import add_parsers as add_admin_parsers
+        from app.cli_tasks import add_parsers as add_task_parsers
+        from app.doctor import add_parser as add_doctor_parser
+        from app.purge import add_parser as add_purge_parser
+        from app.query_command import add_parser as add_query_parser
+        from app.scheduler.commands import add_parsers as add_schedule_parsers
+
+        add_task_parsers(sub)
+        add_admin_parsers(sub)
+        add_daemon_parsers(sub)
+        add_schedule_parsers(sub)
+        add_query_parser(sub)
+        add_doctor_parser(sub)
+        add_purge_parser(sub)
     for path, child in _commands(parser):
         child.formatter_class = argparse.RawDescriptionHelpFormatter
         if path in EXAMPLES and not child.epilog:
@@ -142,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run_async(func: Command, args: argparse.Namespace, settings: Settings) -> int:
+    from app.queue import TaskQueue
+    from app.redis_client import create_client
+
     client = create_client(settings)
     try:
         async with TaskQueue(client, settings) as queue:
@@ -151,7 +177,10 @@ async def _run_async(func: Command, args: argparse.Namespace, settings: Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from app.entry import runs_worker
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(worker_only=runs_worker(argv)).parse_args(argv)
     try:
         if args.namespace is not None:
             use_namespace(args.namespace)

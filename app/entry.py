@@ -37,6 +37,11 @@ def _worker_namespace(argv: list[str]) -> tuple[bool, str | None]:
     return worker, namespace
 
 
+def runs_worker(argv: list[str]) -> bool:
+    """Whether ``argv`` runs ``stockq worker`` (not its help)."""
+    return _worker_namespace(argv)[0]
+
+
 def start_early(argv: list[str]) -> None:
     """Start the fork server of ``stockq worker`` (if ``argv`` runs one)."""
     global _early

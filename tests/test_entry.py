@@ -75,3 +75,46 @@ def test_no_fork_server_for_other_commands(plugins_env: None) -> None:
     for argv in (["run", "--demo"], ["worker", "--help"], ["--version"]):
         entry.start_early(argv)
         assert entry.take() is None, argv
+
+
+def test_a_worker_run_parses_with_the_worker_parser_alone(tmp_path: Path) -> None:
+    """``stockq worker`` builds only the long-running commands' parsers and imports no
+    other command's module on its way to the pool (the start-up's critical path);
+    what it accepts and refuses is what the whole command line says."""
+    import subprocess
+    import sys
+
+    from app.cli import build_parser
+    from app.local_redis import free_port
+
+    argv = ["worker", "--concurrency", "2", "--queue", "heavy", "--shutdown-grace", "5"]
+    assert vars(build_parser(worker_only=True).parse_args(argv)) == \
+        vars(build_parser().parse_args(argv))
+    for bad in (["worker", "--concurrency", "0"], ["worker", "--bogus"]):
+        for worker_only in (True, False):
+            with pytest.raises(SystemExit) as exc:
+                build_parser(worker_only=worker_only).parse_args(bad)
+            assert exc.value.code == 2
+
+    # a real run against a port nothing listens on: exit 3 (Redis unreachable), and
+    # by then none of the other commands' modules was imported
+    probe = ("import sys\n"
+             "from app.entry import main\n"
+             "sys.argv = ['stockq', 'worker', '--concurrency', '1']\n"
+             "code = main()\n"
+             "import json\n"
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('app.'))))\n"
+             "sys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKQ_")}
+    env.update(STOCKQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+               STOCKQ_PLUGINS=WORKER_PLUGINS, STOCKQ_BUILTIN_PLUGINS="false",
+               STOCKQ_DATA_DIR=str(tmp_path), STOCKQ_LOG_LEVEL="warning")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert "unreachable" in out.stderr
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert {"app.worker.supervisor", "app.queue", "app.daemon_commands"} <= loaded
+    others = {"app.cli_admin", "app.cli_tasks", "app.cli_format", "app.doctor",
+              "app.purge", "app.query_command", "app.scheduler.commands"}
+    assert not loaded & others, loaded & others
