@@ -79,9 +79,21 @@ def tree_venv(cache: Path, tree: Path) -> Path:
     (site / "stockq_tree.pth").write_text(
         f"{tree}\nimport site; site.addsitedir({ours!r})\n")
     script = venv / "bin" / "stockq"
-    script.write_text(f"#!{python}\nimport sys\nfrom app.cli import main\nsys.exit(main())\n")
+    # the tree's console script: app/entry.py where it has one (it starts the fork server)
+    entry = "app.entry" if (tree / "app" / "entry.py").exists() else "app.cli"
+    script.write_text(f"#!{python}\nimport sys\nfrom {entry} import main\nsys.exit(main())\n")
     script.chmod(0o755)
     return venv
+
+
+def compile_bytecode(tree: Path) -> None:
+    """Write the bytecode of a stockq checkout's modules, as its install would
+    (ops/bootstrap.sh; pip for a wheel): the peers' packages come with theirs, and a
+    worker that compiles app/ from source at every start (PYTHONDONTWRITEBYTECODE set)
+    is not what runs in production."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    str(tree / "app"), str(tree / "plugins_bridge")],
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def _cpu_model() -> str:

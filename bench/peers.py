@@ -34,6 +34,7 @@ from app.local_redis import LocalRedis
 from bench._peers_env import (
     ARQ_PINS,
     PEER_PINS,
+    compile_bytecode,
     default_cache,
     ensure_peer_venv,
     machine,
@@ -78,8 +79,10 @@ def run(args: argparse.Namespace, work: Path) -> list[tuple[Path, str]]:
         env["PEERBENCH_VENV"] = str(ensure_peer_venv(args.cache, "peers", PEER_PINS))
     if "arq" in peers:
         env["PEERBENCH_VENV_ARQ"] = str(ensure_peer_venv(args.cache, "arq", ARQ_PINS))
+    compile_bytecode(ROOT)
     base_env = None
     if args.baseline_tree:
+        compile_bytecode(args.baseline_tree.resolve())
         base_env = dict(env, PEERBENCH_VENV_STOCKQ=str(tree_venv(args.cache,
                                                                   args.baseline_tree)))
     raw, raw_base = work / "raw.jsonl", work / "raw-baseline.jsonl"
