@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as aioredis
+
 from app.errors import RedisUnavailable
 from app.logs import get_logger
 from app.queue import TaskQueue
@@ -18,14 +20,17 @@ from plugins_bridge.warehouse import open_warehouse
 log = get_logger("stockq.worker")
 
 
-async def wait_for_redis(settings: Settings, *, wait: bool) -> None:
-    """Fail fast (RedisUnavailable) unless ``wait``: then retry with backoff."""
-    client = create_client(settings)
+async def wait_for_redis(settings: Settings, *, wait: bool,
+                         client: aioredis.Redis | None = None) -> None:
+    """Fail fast (RedisUnavailable) unless ``wait``: then retry with backoff.
+    ``client``: ping with this one (left open), else with one of its own."""
+    own = client is None
+    pinging = create_client(settings) if client is None else client
     delay = 0.5
     try:
         while True:
             try:
-                await ping(client, settings)
+                await ping(pinging, settings)
                 return
             except RedisUnavailable as exc:
                 if not wait:
@@ -34,7 +39,8 @@ async def wait_for_redis(settings: Settings, *, wait: bool) -> None:
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
     finally:
-        await client.aclose()
+        if own:
+            await pinging.aclose()
 
 
 async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = False,
@@ -49,9 +55,9 @@ async def run_worker(settings: Settings, options: PoolOptions, *, wait: bool = F
                     hint="the proxy applies only inside tasks: set STOCKQ_HTTP_PROXY")
     warehouse = open_warehouse(settings, embedded_allowed=False)  # refuses chdb:// first
     become_subreaper()  # orphans of killed tasks' trees come to the pool (app/worker/tree.py)
-    await wait_for_redis(settings, wait=wait)
-    client = create_client(settings)
+    client = create_client(settings)  # the pool's connections: the ping's is the first
     try:
+        await wait_for_redis(settings, wait=wait, client=client)
         async with TaskQueue(client, settings) as queue:
             return await Supervisor(queue, settings, options, warehouse=warehouse,
                                     worker_id=worker_id,
