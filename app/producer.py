@@ -282,10 +282,10 @@ class Producer:
         # task); it is written only if that is what happened.
         write = self.log.prepare("info", "task.enqueued", **enqueued_fields(spec, tid))
         created, found = self._receive()
-        if created and write is not None:
+        if not created:
+            log_enqueued(self.log, spec, str(found), False)
+        elif write is not None:  # (None: the info level is not logged)
             write()
-        else:
-            log_enqueued(self.log, spec, str(found), bool(created))
         return str(found), bool(created)
 
     def cancel(self, task_id: str, reason: str = "cancelled by user") -> str:
