@@ -12,6 +12,7 @@ from typing import Any
 from app.logs import configure_logging
 from app.settings import Settings, load_settings
 from app.worker.memory import limit_mb, memory_limit
+from app.worker.procs import exited_children
 from app.worker.protocol import BlockingChannel, work_payload
 from plugins_bridge import services
 from plugins_bridge.registry import PluginRegistry
@@ -21,13 +22,8 @@ from plugins_bridge.runner import Outcome, ProxyConfig, run_task
 def _reap_children() -> None:
     """Collect exited children (the plugin's, and orphans re-parented to this
     subreaper) so none stays a zombie; one system call when there is none."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for _ in exited_children():
+        pass
 
 
 def _flush_output() -> None:

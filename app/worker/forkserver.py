@@ -37,6 +37,7 @@ import socket
 import sys
 
 from app.worker.lifeline import die_with_parent
+from app.worker.procs import exited_children
 
 MAX_RECORD = 1 << 16
 # Imported once the server has been idle this long after its first fork, so that children
@@ -97,14 +98,8 @@ def _child(sock: socket.socket, wake: tuple[int, int], fds: list[int], worker_id
 
 
 def _reap(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        _send(sock, {"type": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+    for pid, code in exited_children():
+        _send(sock, {"type": "exit", "pid": pid, "code": code})
 
 
 def _fork(sock: socket.socket, wake: tuple[int, int], request: dict[str, object],

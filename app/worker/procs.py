@@ -17,7 +17,7 @@ a guard when its supervisor has died.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -50,6 +50,19 @@ def become_subreaper() -> bool:
 def is_subreaper() -> bool:
     """Whether :func:`become_subreaper` made this process one."""
     return _subreaper
+
+
+def exited_children() -> Iterator[tuple[int, int]]:
+    """Collect this process's exited children without waiting: (pid, exit code) of
+    each, until none is left to collect (one system call when there is none)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
 
 
 def new_worker_id() -> str:
